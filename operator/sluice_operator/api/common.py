@@ -1,0 +1,85 @@
+"""Pieces shared by both resources: naming, the camelCase base model, conditions, metadata."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "sluice.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Priority = Literal["high", "medium", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
+
+#: Largest backlog threshold we accept; anything above is a typo, not a real lag.
+MAX_BACKLOG = 1e12
+#: Longest delay we accept in a spec: an hour. Longer is never a throttle, it is an outage.
+MAX_DELAY_MS = 3_600_000
+#: Kubernetes object names (DNS-1123 subdomain, as ConfigMap names require).
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry: what a structural schema alone cannot say."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class StatusModel(BaseModel):
+    """Status parts: camelCase on the wire, tolerant of fields written by newer operator versions."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+ConditionType = Literal["Ready", "Valid", "SignalAvailable", "Conflict", "PartialData", "Published"]
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition (metav1.Condition shape)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class SecretRef(SpecModel):
+    """A Secret in the resource's own namespace (or the operator's, for cluster-scoped resources)."""
+
+    name: str = Field(pattern=DNS1123_SUBDOMAIN, max_length=253)
+
+
+class ObjectMeta(BaseModel):
+    """The slice of metadata Sluice reads; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] | None = None
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """Serialize the way Kubernetes stores it: camelCase, no nulls."""
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")

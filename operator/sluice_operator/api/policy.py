@@ -1,0 +1,304 @@
+"""BackpressurePolicy: where the backlog signal comes from and how it maps to throttle decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from sluice_operator.api.common import (
+    DNS1123_SUBDOMAIN,
+    MAX_BACKLOG,
+    MAX_DELAY_MS,
+    Condition,
+    ObjectMeta,
+    Priority,
+    SecretRef,
+    SpecModel,
+    StatusModel,
+    cel,
+)
+
+Aggregate = Literal["max", "sum"]
+EmptyResult = Literal["unavailable", "zero"]
+Zone = Literal["green", "yellow", "red"]
+
+
+class PrometheusSource(SpecModel):
+    """Backlog from PromQL: a raw `query`, or `consumerGroup` + `topics` built from the admin's template."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.query) != (has(self.consumerGroup) && has(self.topics))",
+                    "set either query, or consumerGroup and topics (not both)",
+                ),
+                cel(
+                    "has(self.consumerGroup) == has(self.topics)",
+                    "consumerGroup and topics go together",
+                ),
+            ]
+        }
+    )
+
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    consumer_group: str | None = Field(default=None, min_length=1, max_length=249)
+    topics: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    aggregate: Aggregate | None = None
+    empty_result: EmptyResult = "unavailable"
+
+    @field_validator("topics")
+    @classmethod
+    def _topic_names(cls, value: list[str] | None) -> list[str] | None:
+        for topic in value or []:
+            if not topic or len(topic) > 249:
+                raise ValueError(f"topic name {topic!r} must be 1-249 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PrometheusSource:
+        structured = self.consumer_group is not None or self.topics is not None
+        if self.query is not None and structured:
+            raise ValueError("set either query, or consumerGroup and topics, not both")
+        if self.query is None and not (self.consumer_group and self.topics):
+            raise ValueError("set either query, or both consumerGroup and topics")
+        return self
+
+
+class KafkaSource(SpecModel):
+    """Backlog straight from Kafka: high watermarks minus the group's committed offsets."""
+
+    bootstrap_servers: str = Field(min_length=1, max_length=2048)
+    consumer_group: str = Field(min_length=1, max_length=249)
+    topics: list[str] = Field(min_length=1, max_length=100)
+    secret_ref: SecretRef | None = None
+    timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+
+
+class Source(SpecModel):
+    """Exactly one signal source."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.prometheus) != has(self.kafka)", "set exactly one of prometheus or kafka")
+            ]
+        }
+    )
+
+    prometheus: PrometheusSource | None = None
+    kafka: KafkaSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.prometheus is None) == (self.kafka is None):
+            raise ValueError("set exactly one of source.prometheus or source.kafka")
+        return self
+
+
+class Window(SpecModel):
+    """Backlog thresholds of one priority: green < yellow < red."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.green < self.yellow && self.yellow < self.red",
+                    "thresholds must increase: green < yellow < red",
+                )
+            ]
+        }
+    )
+
+    green: float = Field(ge=0, le=MAX_BACKLOG)
+    yellow: float = Field(ge=0, le=MAX_BACKLOG)
+    red: float = Field(ge=0, le=MAX_BACKLOG)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Window:
+        if not (self.green < self.yellow < self.red):
+            raise ValueError(
+                f"thresholds must increase: green ({self.green:g}) < yellow ({self.yellow:g}) "
+                f"< red ({self.red:g})"
+            )
+        return self
+
+
+class Thresholds(SpecModel):
+    """Per-priority windows; higher priorities tolerate more backlog before they slow down."""
+
+    high: Window = Window(green=1000, yellow=5000, red=10000)
+    medium: Window = Window(green=500, yellow=2000, red=5000)
+    low: Window = Window(green=100, yellow=500, red=1000)
+
+
+class DelayRange(SpecModel):
+    """Delay interpolated from minMs at the bottom of a zone to maxMs at its top."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [cel("self.minMs <= self.maxMs", "minMs must be <= maxMs")]}
+    )
+
+    min_ms: int = Field(ge=0, le=MAX_DELAY_MS)
+    max_ms: int = Field(ge=0, le=MAX_DELAY_MS)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DelayRange:
+        if self.min_ms > self.max_ms:
+            raise ValueError(f"minMs ({self.min_ms}) must be <= maxMs ({self.max_ms})")
+        return self
+
+
+class Delays(SpecModel):
+    """Delay ranges of the yellow and red zones (red is further scaled per priority)."""
+
+    yellow: DelayRange = DelayRange(min_ms=10, max_ms=500)
+    red: DelayRange = DelayRange(min_ms=500, max_ms=5000)
+
+
+class PriorityScale(SpecModel):
+    """Multiplier on red-zone delays per priority."""
+
+    high: float = Field(default=0.5, ge=0, le=100)
+    medium: float = Field(default=1.0, ge=0, le=100)
+    low: float = Field(default=1.5, ge=0, le=100)
+
+
+class Shedding(SpecModel):
+    """Which priorities are dropped, and how deep into red before they are."""
+
+    priorities: list[Priority] = Field(default_factory=lambda: ["low"], max_length=3)
+    red_ratio_above: float = Field(default=0.8, ge=0, le=1)
+
+
+class Hysteresis(SpecModel):
+    """Leave a zone downward only below its threshold minus margin, and after a minimum dwell."""
+
+    margin: float = Field(default=0.1, ge=0, lt=1)
+    min_dwell_seconds: float = Field(default=30, ge=0, le=86400)
+
+
+class Smoothing(SpecModel):
+    """Damping of the control loop: an EWMA on the backlog and a cap on how fast delays relax."""
+
+    alpha: float = Field(default=1.0, gt=0, le=1)
+    max_relax_ratio_per_interval: float = Field(default=1.0, gt=0, le=1)
+
+
+class Polling(SpecModel):
+    """How often the signal is read; the timeout must stay below the interval."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.timeoutSeconds < self.intervalSeconds", "timeoutSeconds must be < intervalSeconds")
+            ]
+        }
+    )
+
+    interval_seconds: float = Field(default=5, ge=1, le=3600)
+    jitter_seconds: float = Field(default=1, ge=0, le=600)
+    timeout_seconds: float = Field(default=3, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> Polling:
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError(
+                f"timeoutSeconds ({self.timeout_seconds:g}) must be < intervalSeconds ({self.interval_seconds:g})"
+            )
+        return self
+
+
+class ConservativeDelays(SpecModel):
+    """Delays applied while the signal is unknown (and by producers holding a stale document)."""
+
+    high: int = Field(default=100, ge=0, le=MAX_DELAY_MS)
+    medium: int = Field(default=500, ge=0, le=MAX_DELAY_MS)
+    low: int = Field(default=1000, ge=0, le=MAX_DELAY_MS)
+
+
+class Fallback(SpecModel):
+    """What to publish while the signal is unavailable."""
+
+    mode: Literal["LastKnown", "Conservative", "Permissive"] = "LastKnown"
+    stale_after_seconds: float = Field(default=60, ge=0, le=86400)
+    conservative: ConservativeDelays = ConservativeDelays()
+
+
+class PolicyOverride(SpecModel):
+    """A manual override; one whose `until` has passed is ignored."""
+
+    mode: Literal["None", "Disable", "ForceRed"] = "None"
+    until: datetime | None = None
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class Output(SpecModel):
+    """Where the decision is published (always the policy's own namespace)."""
+
+    config_map_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    ttl_seconds: float = Field(default=180, ge=30, le=86400)
+
+
+class BackpressurePolicySpec(SpecModel):
+    """The desired throttling behaviour of one consumer group's producers."""
+
+    source: Source
+    thresholds: Thresholds = Thresholds()
+    delays: Delays = Delays()
+    priority_scale: PriorityScale = PriorityScale()
+    shedding: Shedding = Shedding()
+    hysteresis: Hysteresis = Hysteresis()
+    smoothing: Smoothing = Smoothing()
+    polling: Polling = Polling()
+    fallback: Fallback = Fallback()
+    enforcement: Literal["Enforce", "Observe"] = "Enforce"
+    override: PolicyOverride = PolicyOverride()
+    output: Output = Output()
+    circuit_breaker_ref: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+
+
+class PriorityStatus(StatusModel):
+    """The published decision of one priority, and since when it has been in its zone."""
+
+    zone: Zone = "green"
+    delay_ms: int = 0
+    shed: bool = False
+    ratio: float = 0.0
+    since: str | None = None
+
+
+class PolicyPriorities(StatusModel):
+    high: PriorityStatus = PriorityStatus()
+    medium: PriorityStatus = PriorityStatus()
+    low: PriorityStatus = PriorityStatus()
+
+
+class BackpressurePolicyStatus(StatusModel):
+    """What the operator last decided; also the engine's memory across restarts."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    priorities: PolicyPriorities | None = None
+    backlog: float | None = None
+    smoothed_backlog: float | None = None
+    source: Literal["prometheus", "kafka", "fallback", "override"] | None = None
+    epoch: int = 0
+    last_evaluated: str | None = None
+    last_good_at: str | None = None
+    published_at: str | None = None
+    config_map_name: str | None = None
+    enforcement: Literal["Enforce", "Observe"] | None = None
+
+
+class BackpressurePolicy(SpecModel):
+    """The whole object as `kubectl apply` sends it."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
+
+    api_version: Literal["sluice.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["BackpressurePolicy"]
+    metadata: ObjectMeta
+    spec: BackpressurePolicySpec

@@ -1,0 +1,1 @@
+"""Shared pytest configuration: fixtures from tests/support are registered here."""
