@@ -1,0 +1,170 @@
+"""A small async Kubernetes REST client for the writes Sluice makes itself.
+
+Kopf watches and dispatches; status, ConfigMaps and Leases are written here so that every request
+has an explicit timeout, retries are ours, and tests can count exactly what we send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+JSON = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the API server is and how to authenticate (a subset of kopf.ConnectionInfo)."""
+
+    server: str
+    token: str | None = None
+    ca_path: str | None = None
+    ca_data: str | None = None
+    insecure: bool = False
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    default_namespace: str | None = None
+
+    @classmethod
+    def from_kopf(cls, info: Any) -> Connection:
+        """Adopt what Kopf's login handlers found (kubeconfig, in-cluster service account, ...)."""
+        ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+        return cls(
+            server=str(info.server).rstrip("/"),
+            token=info.token,
+            ca_path=str(info.ca_path) if info.ca_path else None,
+            ca_data=ca_data,
+            insecure=bool(info.insecure),
+            certificate_path=str(info.certificate_path) if info.certificate_path else None,
+            private_key_path=str(info.private_key_path) if info.private_key_path else None,
+            default_namespace=info.default_namespace,
+        )
+
+
+class ApiError(Exception):
+    """A non-2xx answer, with the API server's own Status reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def forbidden(self) -> bool:
+        return self.status == 403
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Kubernetes refuses new objects in a Terminating namespace with 403 and this text."""
+        return self.status == 403 and "being terminated" in self.message
+
+
+def resource_path(
+    api_version: str, plural: str, *, namespace: str | None = None, name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """/api/v1/... for the core group, /apis/<group>/<version>/... otherwise."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+class KubeClient:
+    """JSON in, JSON out; every call bounded by `timeout` seconds."""
+
+    def __init__(self, connection: Connection, *, timeout: float = 10.0) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self.requests_sent = 0
+        self.writes_sent = 0
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.connection.server.startswith("https"):
+            return False
+        if self.connection.insecure:
+            return False
+        context = ssl.create_default_context(cafile=self.connection.ca_path, cadata=self.connection.ca_data)
+        if self.connection.certificate_path and self.connection.private_key_path:
+            context.load_cert_chain(self.connection.certificate_path, self.connection.private_key_path)
+        return context
+
+    async def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json", "User-Agent": "sluice-operator"}
+            if self.connection.token:
+                headers["Authorization"] = f"Bearer {self.connection.token}"
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=32)
+            self._session = aiohttp.ClientSession(headers=headers, connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None, content_type: str = "application/json",
+    ) -> JSON:
+        """Send one request; raise ApiError on a non-2xx answer, asyncio.TimeoutError on a timeout."""
+        session = await self._get_session()
+        self.requests_sent += 1
+        if method != "GET":
+            self.writes_sent += 1
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": content_type} if data is not None else {}
+        async with asyncio.timeout(self.timeout):
+            async with session.request(
+                method, self.connection.server + path, data=data, params=params, headers=headers
+            ) as response:
+                text = await response.text()
+                payload: JSON = {}
+                if text:
+                    try:
+                        payload = json.loads(text)
+                    except ValueError:
+                        payload = {"message": text[:500]}
+                if response.status >= 400:
+                    raise ApiError(
+                        response.status,
+                        str(payload.get("reason") or response.reason or ""),
+                        str(payload.get("message") or text[:500]),
+                    )
+                return payload
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> JSON:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> JSON:
+        return await self.request("POST", path, body=body)
+
+    async def replace(self, path: str, body: Mapping[str, Any]) -> JSON:
+        return await self.request("PUT", path, body=body)
+
+    async def patch(self, path: str, body: Mapping[str, Any]) -> JSON:
+        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def delete(self, path: str) -> JSON:
+        return await self.request("DELETE", path)

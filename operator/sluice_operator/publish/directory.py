@@ -1,0 +1,61 @@
+"""Local mode: the same documents a ConfigMap would carry, as files under DIR/<namespace>/<name>/.
+
+Each file is written to a temporary name in the same directory and renamed over the target, so a
+reader never sees half a document.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from sluice_operator.publish.outcome import PublishOutcome, PublishResult
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class DirectoryPublisher:
+    """Writes each key of `data` as a file in `root/<namespace>/<name>/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def publish(self, namespace: str, name: str, data: Mapping[str, str]) -> PublishResult:
+        directory = self.root / namespace / name
+        target = str(directory)
+        changed = False
+        try:
+            for key, text in data.items():
+                path = directory / key
+                if path.exists() and path.read_text(encoding="utf-8") == text:
+                    continue
+                write_atomic(path, text)
+                changed = True
+        except OSError as error:
+            return PublishResult(PublishOutcome.FAILED, target, f"{type(error).__name__}: {error}")
+        return PublishResult(PublishOutcome.UPDATED if changed else PublishOutcome.UNCHANGED, target)
+
+    def remove(self, namespace: str, name: str, keys: tuple[str, ...]) -> None:
+        directory = self.root / namespace / name
+        for key in keys:
+            (directory / key).unlink(missing_ok=True)
+        try:
+            directory.rmdir()
+        except OSError:
+            pass

@@ -1,0 +1,196 @@
+"""Operator settings from `SLUICE_*` environment variables, validated once at start.
+
+A bad value stops the operator with one message naming the variable, the value and what is accepted,
+rather than a traceback minutes later in some handler.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlparse
+
+#: kafka-exporter's consumer-lag metric; `{group}` and `{topics}` are filled with escaped values.
+DEFAULT_LAG_QUERY_TEMPLATE = 'sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})'
+
+
+class SettingsError(ValueError):
+    """A `SLUICE_*` variable has a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Documentation of one variable: the README table and the chart's values are built from these."""
+
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("SLUICE_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090",
+            "Base URL of the Prometheus HTTP API the operator queries."),
+    Setting("SLUICE_PROMETHEUS_BEARER_TOKEN_FILE", "",
+            "File holding a bearer token sent to Prometheus (empty: none)."),
+    Setting("SLUICE_PROMETHEUS_CA_FILE", "", "CA bundle for a TLS Prometheus (empty: system CAs)."),
+    Setting("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY", "false", "Skip TLS verification towards Prometheus."),
+    Setting("SLUICE_WATCH_NAMESPACES", "",
+            "Comma-separated namespaces to watch for BackpressurePolicies; empty watches cluster-wide."),
+    Setting("SLUICE_DEFAULT_INTERVAL_SECONDS", "5",
+            "Polling interval for policies that do not set spec.polling.intervalSeconds."),
+    Setting("SLUICE_RAW_QUERY_NAMESPACES", "*",
+            "Comma-separated globs of namespaces whose policies may use a raw PromQL `query`. "
+            "Others must use consumerGroup + topics. Empty allows none."),
+    Setting("SLUICE_LAG_QUERY_TEMPLATE", DEFAULT_LAG_QUERY_TEMPLATE,
+            "PromQL template for structured sources; {group} and {topics} are filled with escaped values."),
+    Setting("SLUICE_QUERY_CACHE_SECONDS", "1",
+            "Policies with the same query inside this window share one Prometheus request."),
+    Setting("SLUICE_MAX_CONCURRENT_QUERIES", "8", "Size of the thread pool for Prometheus and Kafka calls."),
+    Setting("SLUICE_LEADER_ELECTION", "true", "Elect one active replica through a coordination.k8s.io Lease."),
+    Setting("SLUICE_LEASE_NAME", "sluice-operator-leader", "Name of the leader-election Lease."),
+    Setting("SLUICE_LEASE_NAMESPACE", "",
+            "Namespace of the Lease (empty: the pod's namespace from POD_NAMESPACE, else 'default')."),
+    Setting("SLUICE_LEASE_DURATION_SECONDS", "15", "A standby takes over this long after renewals stop."),
+    Setting("SLUICE_LEASE_RENEW_SECONDS", "5", "How often the leader renews its Lease."),
+    Setting("SLUICE_HTTP_PORT", "8080", "Port of /healthz, /readyz and /metrics."),
+    Setting("SLUICE_LIVENESS_MAX_AGE_SECONDS", "120",
+            "Liveness fails when no evaluation cycle completed for this long (while leading)."),
+    Setting("SLUICE_KAFKA_SECRETS", "false",
+            "Allow kafka sources to read credentials from the Secret named in secretRef."),
+    Setting("SLUICE_CIRCUIT_SECRET_NAMESPACE", "",
+            "Namespace of Secrets referenced by CircuitBreakers (empty: the Lease namespace)."),
+    Setting("SLUICE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Setting("SLUICE_LOG_FORMAT", "json", "json (one object per line) or text."),
+)
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
+def _number(name: str, raw: str, *, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name}={raw!r}: expected a number between {minimum:g} and {maximum:g}")
+    return value
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings; build with `Settings.from_env()`."""
+
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    prometheus_bearer_token_file: str = ""
+    prometheus_ca_file: str = ""
+    prometheus_insecure_skip_verify: bool = False
+    watch_namespaces: tuple[str, ...] = ()
+    default_interval_seconds: float = 5.0
+    raw_query_namespaces: tuple[str, ...] = ("*",)
+    lag_query_template: str = DEFAULT_LAG_QUERY_TEMPLATE
+    query_cache_seconds: float = 1.0
+    max_concurrent_queries: int = 8
+    leader_election: bool = True
+    lease_name: str = "sluice-operator-leader"
+    lease_namespace: str = "default"
+    lease_duration_seconds: float = 15.0
+    lease_renew_seconds: float = 5.0
+    http_port: int = 8080
+    liveness_max_age_seconds: float = 120.0
+    kafka_secrets: bool = False
+    circuit_secret_namespace: str = "default"
+    log_level: str = "INFO"
+    log_format: str = "json"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def raw_query_allowed(self, namespace: str) -> bool:
+        """May a policy in `namespace` send its own PromQL (a read with the operator's credentials)?"""
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.raw_query_namespaces)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every `SLUICE_*` variable; raise SettingsError naming the bad one."""
+        env = os.environ if env is None else env
+        known = {s.env for s in SETTINGS}
+        unknown = sorted(k for k in env if k.startswith("SLUICE_") and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+
+        def get(name: str) -> str:
+            default = next(s.default for s in SETTINGS if s.env == name)
+            return env.get(name, default)
+
+        url = get("SLUICE_PROMETHEUS_URL").rstrip("/")
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise SettingsError(
+                f"SLUICE_PROMETHEUS_URL={url!r}: expected an http(s) URL such as http://prometheus:9090"
+            )
+        template = get("SLUICE_LAG_QUERY_TEMPLATE")
+        if "{group}" not in template or "{topics}" not in template:
+            raise SettingsError(
+                "SLUICE_LAG_QUERY_TEMPLATE must contain the placeholders {group} and {topics} "
+                "(double other braces: {{ and }})"
+            )
+        level = get("SLUICE_LOG_LEVEL").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"SLUICE_LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+        log_format = get("SLUICE_LOG_FORMAT").lower()
+        if log_format not in ("json", "text"):
+            raise SettingsError(f"SLUICE_LOG_FORMAT={log_format!r}: expected json or text")
+        duration = _number("SLUICE_LEASE_DURATION_SECONDS", get("SLUICE_LEASE_DURATION_SECONDS"),
+                           minimum=2, maximum=600)
+        renew = _number("SLUICE_LEASE_RENEW_SECONDS", get("SLUICE_LEASE_RENEW_SECONDS"),
+                        minimum=0.2, maximum=300)
+        if renew >= duration:
+            raise SettingsError(
+                f"SLUICE_LEASE_RENEW_SECONDS ({renew:g}) must be below SLUICE_LEASE_DURATION_SECONDS ({duration:g})"
+            )
+        lease_ns = get("SLUICE_LEASE_NAMESPACE") or env.get("POD_NAMESPACE", "") or "default"
+        return cls(
+            prometheus_url=url,
+            prometheus_bearer_token_file=get("SLUICE_PROMETHEUS_BEARER_TOKEN_FILE"),
+            prometheus_ca_file=get("SLUICE_PROMETHEUS_CA_FILE"),
+            prometheus_insecure_skip_verify=_bool("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY",
+                                                  get("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY")),
+            watch_namespaces=_list(get("SLUICE_WATCH_NAMESPACES")),
+            default_interval_seconds=_number("SLUICE_DEFAULT_INTERVAL_SECONDS",
+                                             get("SLUICE_DEFAULT_INTERVAL_SECONDS"), minimum=1, maximum=3600),
+            raw_query_namespaces=_list(get("SLUICE_RAW_QUERY_NAMESPACES")),
+            lag_query_template=template,
+            query_cache_seconds=_number("SLUICE_QUERY_CACHE_SECONDS", get("SLUICE_QUERY_CACHE_SECONDS"),
+                                        minimum=0, maximum=60),
+            max_concurrent_queries=int(_number("SLUICE_MAX_CONCURRENT_QUERIES",
+                                               get("SLUICE_MAX_CONCURRENT_QUERIES"), minimum=1, maximum=256)),
+            leader_election=_bool("SLUICE_LEADER_ELECTION", get("SLUICE_LEADER_ELECTION")),
+            lease_name=get("SLUICE_LEASE_NAME"),
+            lease_namespace=lease_ns,
+            lease_duration_seconds=duration,
+            lease_renew_seconds=renew,
+            http_port=int(_number("SLUICE_HTTP_PORT", get("SLUICE_HTTP_PORT"), minimum=0, maximum=65535)),
+            liveness_max_age_seconds=_number("SLUICE_LIVENESS_MAX_AGE_SECONDS",
+                                             get("SLUICE_LIVENESS_MAX_AGE_SECONDS"), minimum=5, maximum=86400),
+            kafka_secrets=_bool("SLUICE_KAFKA_SECRETS", get("SLUICE_KAFKA_SECRETS")),
+            circuit_secret_namespace=get("SLUICE_CIRCUIT_SECRET_NAMESPACE") or lease_ns,
+            log_level=level,
+            log_format=log_format,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
