@@ -1,0 +1,72 @@
+"""`sluice run`: the operator in a cluster (default) or on one machine (`--local`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+
+from sluice_operator import logs
+from sluice_operator.settings import Settings, SettingsError
+
+log = logging.getLogger("sluice_operator")
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"sluice run: invalid setting: {error}", file=sys.stderr)
+        return None
+    if args.prometheus:
+        settings = dataclasses.replace(settings, prometheus_url=args.prometheus.rstrip("/"))
+    if args.namespace:
+        settings = dataclasses.replace(settings, watch_namespaces=tuple(args.namespace))
+    if args.verbose:
+        settings = dataclasses.replace(settings, log_level="DEBUG")
+    return settings
+
+
+def _connection() -> object:
+    """Find the cluster the way kubectl does: in-cluster service account, else the kubeconfig."""
+    import kopf
+    from kopf._core.intents.piggybacking import login_via_client
+
+    return login_via_client(logger=logging.getLogger("sluice_operator.login"), settings=kopf.OperatorSettings())
+
+
+async def _cluster(settings: Settings) -> int:
+    from sluice_operator.kube import Connection, KubeClient
+    from sluice_operator.runtime import OperatorRuntime
+    from sluice_operator.wiring import build_signals
+
+    info = _connection()
+    if info is None:
+        print("sluice run: no Kubernetes credentials found: set KUBECONFIG, or run in a pod with a "
+              "service account (or use --local)", file=sys.stderr)
+        return 2
+    connection = Connection.from_kopf(info)
+    signals = build_signals(settings, client=KubeClient(connection))
+    runtime = OperatorRuntime(settings, connection, signals=signals)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("starting: prometheus=%s namespaces=%s leader-election=%s", settings.prometheus_url,
+             ",".join(settings.watch_namespaces) or "(cluster-wide)", settings.leader_election)
+    return await runtime.run(stop, namespaces=settings.watch_namespaces)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    logs.setup(settings.log_level, "text" if args.local and sys.stderr.isatty() else settings.log_format)
+    if args.local:
+        from sluice_operator.local import run_local
+
+        return run_local(args, settings)
+    return asyncio.run(_cluster(settings))

@@ -1,0 +1,202 @@
+"""One CircuitBreaker evaluation: probe -> state machine -> status, Events, circuit.json everywhere.
+
+The state lives in the CR status, so a restarted operator continues an open circuit instead of
+closing it. Circuit ConfigMaps live in other namespaces (no ownerReference can point there), so they
+are found and cleaned up by their `sluice.dev/circuit` label.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sluice.decision import CIRCUIT_KEY, CircuitState, fingerprint, to_json
+from sluice_operator import engine
+from sluice_operator.api.circuit import CircuitBreakerSpec, LabelSelector
+from sluice_operator.api.common import API_VERSION
+from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics
+from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner
+from sluice_operator.publish.events import Event, EventSink
+from sluice_operator.publish.outcome import PublishOutcome
+from sluice_operator.reconcile.conditions import Conditions, rfc3339
+from sluice_operator.reconcile.signals import Signals
+from sluice_operator.reconcile.sinks import Sink
+
+log = logging.getLogger(__name__)
+REFRESH_FRACTION = 1 / 3
+
+
+def configmap_name(circuit: str) -> str:
+    return f"sluice-circuit-{circuit}"
+
+
+def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
+    """metav1.LabelSelector semantics; a missing selector matches nothing (namespaces list only)."""
+    if selector is None:
+        return False
+    for key, value in (selector.match_labels or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.match_expressions or []:
+        present = expression.key in labels
+        value = labels.get(expression.key)
+        if expression.operator == "In" and value not in (expression.values or []):
+            return False
+        if expression.operator == "NotIn" and present and value in (expression.values or []):
+            return False
+        if expression.operator == "Exists" and not present:
+            return False
+        if expression.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def target_namespaces(spec: CircuitBreakerSpec, namespaces: Mapping[str, Mapping[str, str]],
+                      terminating: Iterable[str] = ()) -> frozenset[str]:
+    """Namespaces that exist, are not terminating, and are listed or selected."""
+    gone = set(terminating)
+    listed = set(spec.namespaces or [])
+    return frozenset(
+        ns for ns, labels in namespaces.items()
+        if ns not in gone and (ns in listed or selector_matches(spec.namespace_selector, labels))
+    )
+
+
+@dataclass
+class CircuitRuntime:
+    """Per-circuit memory between probes (restored from status on start)."""
+
+    name: str
+    uid: str | None
+    memory: Any = None
+    conditions: Conditions = field(default_factory=Conditions)
+    published: dict[str, tuple[str, float]] = field(default_factory=dict)  # ns -> (fingerprint, monotonic)
+    signal_ok: bool | None = None
+    document: CircuitState | None = None
+    swept: bool = False  # leftovers from before a restart removed once
+
+    @classmethod
+    def restore(cls, name: str, uid: str | None, status: Any) -> CircuitRuntime:
+        status = dict(status or {})
+        runtime = cls(name=name, uid=uid)
+        runtime.conditions = Conditions.from_status(status)
+        if status.get("state"):
+            try:
+                runtime.memory = engine.circuit_memory_from_status(status)
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("ignoring unreadable status of circuit %s: %s", name, error)
+        return runtime
+
+
+class CircuitCycle:
+    """Runs one probe of a circuit and publishes its state where it is selected."""
+
+    def __init__(
+        self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
+        namespaces: Callable[[], tuple[Mapping[str, Mapping[str, str]], frozenset[str]]],
+        clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.signals = signals
+        self.sink = sink
+        self.events = events
+        self.metrics = metrics
+        self.namespaces = namespaces
+        self.clock = clock
+        self.wallclock = wallclock
+        self.leading = leading
+
+    async def run(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, generation: int | None) -> CircuitState:
+        started = self.clock()
+        result, detail = await self.signals.probe_circuit(spec)
+        now = self.wallclock()
+        step = engine.circuit_step(spec, runtime.memory, now.timestamp(), result)
+        previous = runtime.memory
+        runtime.memory = step.memory
+        emits: list[Event] = []
+        changed = self._conditions(runtime, result, detail, generation, emits)
+        transition = step.transition
+        if transition is not None:
+            old, new, reason = engine.transition_parts(transition)
+            self.metrics.circuit_transitions.labels(circuit=runtime.name, **{"from": old, "to": new}).inc()
+            emits.append(Event("CircuitBreaker", None, runtime.name, runtime.uid,
+                               "Warning" if new in ("open", "forced-open") else "Normal",
+                               "CircuitOpened" if new in ("open", "forced-open") else
+                               "CircuitHalfOpen" if new == "half-open" else "CircuitClosed",
+                               f"{old} -> {new}: {reason}"))
+            changed = True
+        elif engine.circuit_counters(previous) != engine.circuit_counters(step.memory):
+            changed = True
+
+        document = engine.circuit_document(spec, step.memory, runtime.name, now, spec.ttl_seconds)
+        runtime.document = document
+        self.metrics.circuit_state.labels(circuit=runtime.name).set(CIRCUIT_VALUE.get(document.state, 0))
+
+        if self.leading():
+            await self._publish(runtime, spec, document)
+            if changed:
+                status = dict(engine.circuit_memory_to_status(step.memory))
+                status.update({
+                    "observedGeneration": generation,
+                    "conditions": runtime.conditions.as_list(),
+                    "lastEvaluated": rfc3339(now),
+                    "publishedNamespaces": sorted(runtime.published),
+                })
+                await self.sink.write_status("circuitbreakers", None, runtime.name, status)
+            for event in emits:
+                await self.events.emit(event)
+        self.metrics.evaluations.labels(kind="CircuitBreaker", result=result).inc()
+        self.metrics.evaluation_seconds.labels(kind="CircuitBreaker").observe(self.clock() - started)
+        return document
+
+    def _conditions(self, runtime: CircuitRuntime, result: str, detail: str, generation: int | None,
+                    emits: list[Event]) -> bool:
+        changed = runtime.conditions.set("Valid", "True", "SpecValid", "the spec is valid", generation)
+        if result == "unknown":
+            changed |= runtime.conditions.set("SignalAvailable", "False", "Unavailable", detail, generation)
+            if runtime.signal_ok is not False:
+                emits.append(Event("CircuitBreaker", None, runtime.name, runtime.uid, "Warning", "SignalLost",
+                                   f"{detail}; the circuit holds its state until the signal returns"))
+            runtime.signal_ok = False
+        else:
+            changed |= runtime.conditions.set("SignalAvailable", "True", "SignalRead", "", generation)
+            if runtime.signal_ok is False:
+                emits.append(Event("CircuitBreaker", None, runtime.name, runtime.uid, "Normal", "SignalRestored",
+                                   detail))
+            runtime.signal_ok = True
+        changed |= runtime.conditions.set("Ready", "True", "Evaluating", "", generation)
+        return changed
+
+    async def _publish(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, document: CircuitState) -> None:
+        labels, terminating = self.namespaces()
+        targets = target_namespaces(spec, labels, terminating)
+        owner = Owner(API_VERSION, "CircuitBreaker", runtime.name, None, CIRCUIT_LABEL)
+        text = to_json(document)
+        doc_fp = fingerprint(document)
+        now = self.clock()
+        for namespace in sorted(targets):
+            last = runtime.published.get(namespace)
+            if last is not None and last[0] == doc_fp and now - last[1] < spec.ttl_seconds * REFRESH_FRACTION:
+                continue
+            result = await self.sink.publish(namespace, configmap_name(runtime.name), owner, {CIRCUIT_KEY: text})
+            self.metrics.configmap_writes.labels(outcome=result.outcome.value).inc()
+            if result.outcome.ok:
+                runtime.published[namespace] = (doc_fp, now)
+            elif result.outcome is PublishOutcome.CONFLICT:
+                log.warning("circuit %s: %s", runtime.name, result.message)
+        stale = set(runtime.published) - targets
+        if stale or not runtime.swept:
+            runtime.swept = True
+            removed = await self.sink.unpublish_circuit(runtime.name, targets)
+            for ref in removed:
+                runtime.published.pop(ref.split("/", 1)[0], None)
+            for namespace in stale:
+                runtime.published.pop(namespace, None)
+
+    async def cleanup(self, name: str) -> list[str]:
+        """Delete every ConfigMap of a deleted circuit (by label)."""
+        return await self.sink.unpublish_circuit(name, frozenset())

@@ -1,0 +1,244 @@
+"""One BackpressurePolicy evaluation: signal -> engine -> decision document -> ConfigMap + status.
+
+Writes happen only when what producers act on changes (timestamps and backlog do not count), plus a
+refresh once a third of the document's TTL has passed, so a healthy operator never lets a decision
+expire and a steady policy costs no API writes in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sluice.decision import DECISION_KEY, CircuitState, Decision, fingerprint, to_json
+from sluice_operator import engine
+from sluice_operator.api.common import API_VERSION
+from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.metrics import ZONE_VALUE, OperatorMetrics
+from sluice_operator.publish.configmap import POLICY_LABEL, Owner
+from sluice_operator.publish.events import Event, EventSink
+from sluice_operator.publish.outcome import PublishOutcome
+from sluice_operator.reconcile.conditions import Conditions, rfc3339
+from sluice_operator.reconcile.signals import Signals
+from sluice_operator.reconcile.sinks import Sink
+from sluice_operator.sources.reading import Reading, SignalStatus
+
+log = logging.getLogger(__name__)
+
+#: Refresh a published document once this fraction of its TTL has passed.
+REFRESH_FRACTION = 1 / 3
+#: Back off this long after the namespace refused writes (Terminating): no retry storm.
+TERMINATING_BACKOFF = 60.0
+
+
+@dataclass
+class PolicyState:
+    """What the operator remembers about one policy between cycles (restored from status)."""
+
+    namespace: str
+    name: str
+    uid: str | None
+    memory: Any = None
+    conditions: Conditions = field(default_factory=Conditions)
+    epoch: int = 0
+    fingerprint: str | None = None
+    published_at: float | None = None  # monotonic
+    signal_ok: bool | None = None
+    fallback: bool = False
+    backoff_until: float = 0.0
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
+        status = dict(status or {})
+        state = cls(namespace=namespace, name=name, uid=uid)
+        state.conditions = Conditions.from_status(status)
+        state.epoch = int(status.get("epoch") or 0)
+        if status.get("priorities"):
+            try:
+                state.memory = engine.policy_memory_from_status(status)
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("ignoring unreadable status of %s/%s: %s", namespace, name, error)
+        signal = state.conditions.get("SignalAvailable")
+        state.signal_ok = None if signal is None else signal.get("status") == "True"
+        return state
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    published: PublishOutcome | None
+    status_written: bool
+    decision: Decision | None
+    reading: Reading
+
+
+def _event(state: PolicyState, type_: str, reason: str, message: str) -> Event:
+    return Event("BackpressurePolicy", state.namespace, state.name, state.uid,
+                 "Warning" if type_ == "Warning" else "Normal", reason, message)
+
+
+class PolicyCycle:
+    """Runs one evaluation of a policy; shared by cluster and local mode."""
+
+    def __init__(
+        self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
+        circuits: Callable[[str], CircuitState | None] = lambda _name: None,
+        clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.signals = signals
+        self.sink = sink
+        self.events = events
+        self.metrics = metrics
+        self.circuits = circuits
+        self.clock = clock
+        self.wallclock = wallclock
+        self.leading = leading
+
+    async def run(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> CycleResult:
+        started = self.clock()
+        reading, kind = await self.signals.read_policy(state.namespace, spec)
+        emits: list[Event] = []
+        conditions_changed = self._signal_conditions(state, reading, generation, emits)
+
+        now_wall = self.wallclock()
+        backlog = reading.value if reading.ok else None
+        outcome = engine.evaluate(spec, backlog, now_wall.timestamp(), state.memory, signal=kind)
+        circuit = self.circuits(spec.circuit_breaker_ref) if spec.circuit_breaker_ref else None
+        configmap = spec.output.config_map_name or f"sluice-{state.name}"
+        candidate = engine.build_decision(
+            outcome, namespace=state.namespace, name=state.name, now=now_wall,
+            ttl_seconds=spec.output.ttl_seconds, epoch=state.epoch + 1, circuit=circuit,
+        )
+        new_fingerprint = fingerprint(candidate)
+        changed = new_fingerprint != state.fingerprint
+        refresh_due = state.published_at is None or (
+            self.clock() - state.published_at >= spec.output.ttl_seconds * REFRESH_FRACTION
+        )
+        epoch = state.epoch + 1 if changed else max(state.epoch, 1)
+        decision = candidate if epoch == candidate.epoch else candidate.model_copy(update={"epoch": epoch})
+
+        for priority, old, new in engine.zone_changes(outcome):
+            emits.append(_event(state, "Normal" if new == "green" else "Warning", "ZoneChanged",
+                                f"{priority} priority: {old} -> {new} at backlog {_fmt(backlog)}"))
+        if engine.is_fallback(outcome) and not state.fallback:
+            emits.append(_event(state, "Warning", "FallbackEngaged",
+                                f"signal unavailable; {spec.fallback.mode} fallback: {engine.reason(outcome)}"))
+        state.fallback = engine.is_fallback(outcome)
+
+        published: PublishOutcome | None = None
+        if (changed or refresh_due) and self.clock() >= state.backoff_until and self.leading():
+            owner = Owner(API_VERSION, "BackpressurePolicy", state.name, state.uid, POLICY_LABEL)
+            result = await self.sink.publish(state.namespace, configmap, owner, {DECISION_KEY: to_json(decision)})
+            published = result.outcome
+            self.metrics.configmap_writes.labels(outcome=result.outcome.value).inc()
+            conditions_changed |= self._publish_conditions(state, result.outcome, result.message, generation, emits)
+            if result.outcome.ok:
+                state.fingerprint = new_fingerprint
+                state.epoch = epoch
+                state.published_at = self.clock()
+                state.memory = engine.memory_of(outcome)
+            elif result.outcome is PublishOutcome.TERMINATING:
+                state.backoff_until = self.clock() + TERMINATING_BACKOFF
+        else:
+            state.memory = engine.memory_of(outcome)
+
+        status_written = False
+        if (published is not None and published.ok) or conditions_changed:
+            if self.leading():
+                status = self._status(state, spec, decision, outcome, backlog, generation, configmap)
+                status_written = await self.sink.write_status(
+                    "backpressurepolicies", state.namespace, state.name, status
+                )
+                state.status = status
+        for event in emits:
+            await self.events.emit(event)
+
+        self._observe(state, decision, backlog, reading, kind, self.clock() - started)
+        return CycleResult(published, status_written, decision, reading)
+
+    def _signal_conditions(self, state: PolicyState, reading: Reading, generation: int | None,
+                           emits: list[Event]) -> bool:
+        changed = False
+        if reading.status is SignalStatus.SPEC_ERROR:
+            changed |= state.conditions.set("Valid", "False", reading.reason, reading.message, generation)
+        else:
+            changed |= state.conditions.set("Valid", "True", "SpecValid", "the spec is valid", generation)
+        if reading.ok:
+            changed |= state.conditions.set("SignalAvailable", "True", "SignalRead",
+                                            f"backlog {_fmt(reading.value)}", generation)
+            if state.signal_ok is False:
+                emits.append(_event(state, "Normal", "SignalRestored", f"backlog {_fmt(reading.value)} read again"))
+            state.signal_ok = True
+        else:
+            changed |= state.conditions.set("SignalAvailable", "False", reading.reason or "Unavailable",
+                                            reading.message, generation)
+            if state.signal_ok is not False:
+                emits.append(_event(state, "Warning", "SignalLost", f"{reading.reason}: {reading.message}"))
+            state.signal_ok = False
+        if reading.partial:
+            changed |= state.conditions.set("PartialData", "True", "PrometheusWarnings", reading.message, generation)
+        else:
+            changed |= state.conditions.remove("PartialData")
+        return changed
+
+    def _publish_conditions(self, state: PolicyState, outcome: PublishOutcome, message: str,
+                            generation: int | None, emits: list[Event]) -> bool:
+        changed = False
+        if outcome is PublishOutcome.CONFLICT:
+            if not state.conditions.is_true("Conflict"):
+                emits.append(_event(state, "Warning", "ConfigMapConflict", message))
+            changed |= state.conditions.set("Conflict", "True", "UnmanagedConfigMap", message, generation)
+            changed |= state.conditions.set("Ready", "False", "ConfigMapConflict", message, generation)
+        elif outcome is PublishOutcome.TERMINATING:
+            changed |= state.conditions.set("Ready", "False", "NamespaceTerminating",
+                                            f"not publishing: {message}", generation)
+        elif outcome is PublishOutcome.FAILED:
+            changed |= state.conditions.set("Ready", "False", "PublishFailed", message, generation)
+        else:
+            changed |= state.conditions.remove("Conflict")
+            valid = state.conditions.is_true("Valid")
+            changed |= state.conditions.set(
+                "Ready", "True" if valid else "False", "Published" if valid else "InvalidSpec",
+                "decision published" if valid else "decision published from fallback; fix the spec", generation,
+            )
+        return changed
+
+    def _status(self, state: PolicyState, spec: BackpressurePolicySpec, decision: Decision, outcome: Any,
+                backlog: float | None, generation: int | None, configmap: str) -> dict[str, Any]:
+        status: dict[str, Any] = dict(engine.policy_memory_to_status(engine.memory_of(outcome)))
+        status.update({
+            "observedGeneration": generation,
+            "conditions": state.conditions.as_list(),
+            "backlog": backlog,
+            "source": decision.source,
+            "epoch": state.epoch,
+            "lastEvaluated": rfc3339(self.wallclock()),
+            "configMapName": configmap,
+            "enforcement": spec.enforcement,
+        })
+        if state.published_at is not None:
+            status["publishedAt"] = decision.generated_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return status
+
+    def _observe(self, state: PolicyState, decision: Decision, backlog: float | None, reading: Reading,
+                 kind: str, elapsed: float) -> None:
+        m = self.metrics
+        m.evaluations.labels(kind="BackpressurePolicy", result="ok" if reading.ok else reading.status.value).inc()
+        m.evaluation_seconds.labels(kind="BackpressurePolicy").observe(elapsed)
+        if not reading.ok:
+            m.source_errors.labels(source=kind, reason=reading.reason or "Unknown").inc()
+        if backlog is not None:
+            m.backlog.labels(state.namespace, state.name).set(backlog)
+        for priority in ("high", "medium", "low"):
+            entry = decision.priorities.get(priority)
+            m.zone.labels(state.namespace, state.name, priority).set(ZONE_VALUE[entry.zone])
+            m.delay_ms.labels(state.namespace, state.name, priority).set(entry.delay_ms)
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:g}"

@@ -1,0 +1,324 @@
+"""The operator's shared state and its main loop: leader election, Kopf, HTTP endpoints.
+
+Handlers call into `OperatorRuntime`; it owns the clients, the cycles and the per-object memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from sluice.decision import CircuitState
+from sluice_operator import engine
+from sluice_operator.api.circuit import CircuitBreakerSpec
+from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.health import Health, serve
+from sluice_operator.kube import ApiError, Connection, KubeClient, resource_path
+from sluice_operator.leader import LeaderElector
+from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.publish.events import Event, KubeEvents
+from sluice_operator.reconcile.circuit import CircuitCycle, CircuitRuntime
+from sluice_operator.reconcile.policy import PolicyCycle, PolicyState
+from sluice_operator.reconcile.signals import Signals
+from sluice_operator.reconcile.sinks import ClusterSink
+from sluice_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def plain(value: Any) -> Any:
+    """Deep-copy Kopf's live views into plain dicts and lists (pydantic and json want those)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+async def wait_or_wake(stopped: Any, wake: asyncio.Event, timeout: float) -> None:
+    """Sleep until the interval passes, the daemon is stopped, or someone pokes it."""
+    if stopped:
+        return
+
+    async def _stopped() -> None:
+        await stopped.wait()
+
+    tasks = [asyncio.ensure_future(_stopped()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        wake.clear()
+
+
+def validation_message(error: ValidationError) -> str:
+    """Pydantic's errors as one line a person can act on: field path and reason."""
+    parts = []
+    for item in error.errors()[:5]:
+        path = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"spec.{path}: {item.get('msg', 'invalid')}" if path else str(item.get("msg")))
+    return "; ".join(parts)
+
+
+class OperatorRuntime:
+    """Everything the handlers share; one per operator instance."""
+
+    def __init__(
+        self, settings: Settings, connection: Connection, *, signals: Signals,
+        metrics: OperatorMetrics | None = None, identity: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.client = KubeClient(connection)
+        self.metrics = metrics or OperatorMetrics()
+        self.health = Health(max_age=settings.liveness_max_age_seconds)
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.elector = LeaderElector(
+            self.client, namespace=settings.lease_namespace, name=settings.lease_name, identity=self.identity,
+            duration=settings.lease_duration_seconds, renew_every=settings.lease_renew_seconds,
+        )
+        self.signals = signals
+        self.sink = ClusterSink(self.client)
+        self.events = KubeEvents(self.client, default_namespace=settings.lease_namespace)
+        leading = self.is_leading
+        self.policy_cycle = PolicyCycle(signals, self.sink, self.events, self.metrics,
+                                        circuits=self.circuit_document, leading=leading)
+        self.circuit_cycle = CircuitCycle(signals, self.sink, self.events, self.metrics,
+                                          namespaces=self.namespace_view, leading=leading)
+        self.policies: dict[str, PolicyState] = {}
+        self.circuits: dict[str, CircuitRuntime] = {}
+        self.circuit_docs: dict[str, CircuitState] = {}
+        self.namespaces: dict[str, dict[str, str]] = {}
+        self.terminating: set[str] = set()
+        self.wakeups: dict[str, asyncio.Event] = {}
+        self._parsed: dict[tuple[str, int | None], BackpressurePolicySpec | None] = {}
+        self.cycles = 0
+        self.election_enabled = settings.leader_election
+
+    # -- leadership ------------------------------------------------------------------------------
+
+    def is_leading(self) -> bool:
+        return not self.election_enabled or self.elector.leading
+
+    def kopf_connection(self) -> kopf.ConnectionInfo:
+        c = self.connection
+        return kopf.ConnectionInfo(
+            server=c.server, token=c.token, ca_path=c.ca_path, ca_data=c.ca_data, insecure=c.insecure,
+            certificate_path=c.certificate_path, private_key_path=c.private_key_path,
+            default_namespace=c.default_namespace,
+        )
+
+    # -- wakeups ---------------------------------------------------------------------------------
+
+    def wakeup(self, uid: str) -> asyncio.Event:
+        return self.wakeups.setdefault(uid, asyncio.Event())
+
+    def poke(self, uid: str) -> None:
+        event = self.wakeups.get(uid)
+        if event is not None:
+            event.set()
+
+    def poke_circuits(self) -> None:
+        for runtime in self.circuits.values():
+            if runtime.uid:
+                self.poke(runtime.uid)
+
+    # -- policies --------------------------------------------------------------------------------
+
+    def policy_state(self, namespace: str, name: str, uid: str, status: Any) -> PolicyState:
+        state = self.policies.get(uid)
+        if state is None:
+            state = PolicyState.restore(namespace, name, uid, status)
+            self.policies[uid] = state
+            self.health.active_objects = len(self.policies) + len(self.circuits)
+        return state
+
+    def forget_policy(self, namespace: str, name: str, uid: str) -> None:
+        self.policies.pop(uid, None)
+        self.wakeups.pop(uid, None)
+        self.metrics.forget_policy(namespace, name)
+        self.health.active_objects = len(self.policies) + len(self.circuits)
+
+    def parse_policy(self, spec: Mapping[str, Any], generation: int | None) -> BackpressurePolicySpec | None:
+        try:
+            return BackpressurePolicySpec.model_validate(spec)
+        except ValidationError:
+            return None
+
+    async def validate_policy(self, namespace: str, name: str, uid: str, spec: Mapping[str, Any],
+                              generation: int | None, status: Any) -> None:
+        """On create/update/resume: say at once whether the spec is usable, then wake the daemon."""
+        state = self.policy_state(namespace, name, uid, status)
+        try:
+            parsed = BackpressurePolicySpec.model_validate(spec)
+        except ValidationError as error:
+            message = validation_message(error)
+            if state.conditions.set("Valid", "False", "InvalidSpec", message, generation) | \
+                    state.conditions.set("Ready", "False", "InvalidSpec", "fix the spec; nothing is published",
+                                         generation):
+                if self.is_leading():
+                    await self.sink.write_status("backpressurepolicies", namespace, name, {
+                        "observedGeneration": generation, "conditions": state.conditions.as_list()})
+                    await self.events.emit(Event("BackpressurePolicy", namespace, name, uid, "Warning",
+                                                 "InvalidSpec", message))
+            return
+        if parsed.source.prometheus is not None and parsed.source.prometheus.query is not None \
+                and not self.settings.raw_query_allowed(namespace):
+            log.info("policy %s/%s uses a raw query in a namespace that may not", namespace, name)
+        self.poke(uid)
+
+    async def run_policy(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> None:
+        try:
+            await self.policy_cycle.run(state, spec, generation)
+        except (ApiError, OSError, TimeoutError) as error:
+            log.warning("cycle of %s/%s failed: %s", state.namespace, state.name, error,
+                        extra={"namespace": state.namespace, "object": state.name})
+        self.cycles += 1
+        self.health.evaluated()
+        self.metrics.last_cycle.set_to_current_time()
+
+    # -- circuits --------------------------------------------------------------------------------
+
+    def circuit_state(self, name: str, uid: str, status: Any) -> CircuitRuntime:
+        runtime = self.circuits.get(name)
+        if runtime is None:
+            runtime = CircuitRuntime.restore(name, uid, status)
+            self.circuits[name] = runtime
+            self.health.active_objects = len(self.policies) + len(self.circuits)
+        return runtime
+
+    def forget_circuit(self, name: str, uid: str) -> None:
+        self.circuits.pop(name, None)
+        self.wakeups.pop(uid, None)
+        self.health.active_objects = len(self.policies) + len(self.circuits)
+
+    async def parse_circuit(self, name: str, uid: str, spec: Mapping[str, Any],
+                            generation: int | None) -> CircuitBreakerSpec | None:
+        try:
+            return CircuitBreakerSpec.model_validate(spec)
+        except ValidationError as error:
+            runtime = self.circuits.get(name)
+            message = validation_message(error)
+            if runtime is not None and runtime.conditions.set("Valid", "False", "InvalidSpec", message, generation):
+                if self.is_leading():
+                    await self.sink.write_status("circuitbreakers", None, name, {
+                        "observedGeneration": generation, "conditions": runtime.conditions.as_list()})
+                    await self.events.emit(Event("CircuitBreaker", None, name, uid, "Warning", "InvalidSpec",
+                                                 message))
+            return None
+
+    async def run_circuit(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, generation: int | None) -> None:
+        try:
+            document = await self.circuit_cycle.run(runtime, spec, generation)
+            self.circuit_docs[runtime.name] = document
+        except (ApiError, OSError, TimeoutError) as error:
+            log.warning("cycle of circuit %s failed: %s", runtime.name, error, extra={"object": runtime.name})
+        self.cycles += 1
+        self.health.evaluated()
+
+    def circuit_document(self, name: str) -> CircuitState | None:
+        return self.circuit_docs.get(name)
+
+    def circuit_event(self, type_: str, name: str, obj: Mapping[str, Any]) -> None:
+        """Seed policies' view of a circuit from its status before its daemon's first probe."""
+        if type_ == "DELETED":
+            self.circuit_docs.pop(name, None)
+            return
+        if name in self.circuit_docs or not (obj.get("status") or {}).get("state"):
+            return
+        try:
+            spec = CircuitBreakerSpec.model_validate(obj.get("spec") or {})
+            memory = engine.circuit_memory_from_status(obj["status"])
+            from datetime import UTC, datetime
+
+            self.circuit_docs[name] = engine.circuit_document(spec, memory, name, datetime.now(UTC), spec.ttl_seconds)
+        except (ValidationError, KeyError, TypeError, ValueError):
+            return
+
+    async def cleanup_circuit(self, name: str) -> None:
+        if not self.is_leading():
+            return
+        removed = await self.circuit_cycle.cleanup(name)
+        self.circuit_docs.pop(name, None)
+        log.info("circuit %s deleted; removed ConfigMaps %s", name, ", ".join(removed) or "(none)")
+
+    # -- namespaces ------------------------------------------------------------------------------
+
+    def namespace_event(self, type_: str, name: str, obj: Mapping[str, Any]) -> bool:
+        """Track namespace labels and phase; True when circuits should re-evaluate their targets."""
+        before = (self.namespaces.get(name), name in self.terminating)
+        if type_ == "DELETED":
+            self.namespaces.pop(name, None)
+            self.terminating.discard(name)
+        else:
+            self.namespaces[name] = dict((obj.get("metadata") or {}).get("labels") or {})
+            if (obj.get("status") or {}).get("phase") == "Terminating":
+                self.terminating.add(name)
+            else:
+                self.terminating.discard(name)
+        return before != (self.namespaces.get(name), name in self.terminating)
+
+    def namespace_view(self) -> tuple[Mapping[str, Mapping[str, str]], frozenset[str]]:
+        return self.namespaces, frozenset(self.terminating)
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, namespaces: tuple[str, ...] = (), http: bool = True) -> int:
+        """Serve health, wait for the Lease, run Kopf while leading. Returns an exit code."""
+        from sluice_operator.handlers import build_registry
+
+        runner = await serve(self.health, self.metrics, self.settings.http_port) if http else None
+        self.health.ready = True
+        code = 0
+        try:
+            if self.election_enabled:
+                log.info("waiting for leader lease %s/%s as %s", self.settings.lease_namespace,
+                         self.settings.lease_name, self.identity)
+                if not await self.elector.acquire(stop, on_attempt=self.health.heartbeat):
+                    return 0
+            self.health.leading = True
+            self.metrics.leader.set(1)
+            kopf_stop: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            operator = asyncio.ensure_future(kopf.operator(
+                registry=build_registry(self), standalone=True, clusterwide=not namespaces,
+                namespaces=list(namespaces), stop_flag=kopf_stop,
+            ))
+            watchers = [asyncio.ensure_future(stop.wait()), operator]
+            if self.election_enabled:
+                watchers.append(asyncio.ensure_future(self.elector.hold(stop)))
+            done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            lost = self.election_enabled and watchers[2] in done and not stop.is_set()
+            if lost:
+                code = 1
+                log.error("leadership lost: stopping so that only one replica acts")
+            if not kopf_stop.done():
+                kopf_stop.set_result(True)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(operator, timeout=15)
+            for task in watchers:
+                task.cancel()
+            if operator in done and operator.exception() is not None:
+                log.error("Kopf stopped: %s", operator.exception())
+                code = 1
+        finally:
+            self.health.leading = False
+            self.metrics.leader.set(0)
+            if self.election_enabled:
+                with contextlib.suppress(Exception):
+                    await self.elector.release()
+            if runner is not None:
+                await runner.cleanup()
+            await self.client.close()
+        return code
+
+    def configmap_path(self, namespace: str, name: str) -> str:
+        return resource_path("v1", "configmaps", namespace=namespace, name=name)
