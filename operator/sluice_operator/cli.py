@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PRIORITY=ZONE",
-        help="zone the priority was in before (for hysteresis), e.g. medium=red; repeat",
+        help=(
+            "the zone PRIORITY has been in for longer than hysteresis.minDwellSeconds (so only the margin "
+            "can hold it there), e.g. medium=red; repeat for several priorities; unnamed ones start fresh"
+        ),
     )
     decide.add_argument("--now", help="evaluation time, ISO 8601 (default: now)")
 

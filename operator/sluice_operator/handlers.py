@@ -42,16 +42,16 @@ def build_registry(rt: OperatorRuntime) -> kopf.OperatorRegistry:
     @kopf.on.resume(GROUP, VERSION, "backpressurepolicies", registry=registry)
     async def policy_changed(
         spec: Mapping[str, Any], meta: Mapping[str, Any], status: Mapping[str, Any],
-        namespace: str, name: str, uid: str, **_: Any,
+        namespace: str | None, name: str, uid: str, **_: Any,
     ) -> None:
-        await rt.validate_policy(namespace, name, uid, plain(spec), meta.get("generation"), plain(status))
+        await rt.validate_policy(namespace or "default", name, uid, plain(spec), meta.get("generation"), plain(status))
 
     @kopf.daemon(GROUP, VERSION, "backpressurepolicies", registry=registry, cancellation_timeout=10.0)
     async def policy_daemon(
         spec: Mapping[str, Any], meta: Mapping[str, Any], status: Mapping[str, Any],
-        namespace: str, name: str, uid: str, stopped: kopf.DaemonStopped, **_: Any,
+        namespace: str | None, name: str, uid: str, stopped: kopf.DaemonStopped, **_: Any,
     ) -> None:
-        state = rt.policy_state(namespace, name, uid, plain(status))
+        state = rt.policy_state(namespace or "default", name, uid, plain(status))
         wake = rt.wakeup(uid)
         try:
             while not stopped:
@@ -62,7 +62,7 @@ def build_registry(rt: OperatorRuntime) -> kopf.OperatorRegistry:
                     await rt.run_policy(state, parsed, meta.get("generation"))
                 await wait_or_wake(stopped, wake, interval)
         finally:
-            rt.forget_policy(namespace, name, uid)
+            rt.forget_policy(namespace or "default", name, uid)
 
     # -- CircuitBreaker --------------------------------------------------------------------------
 

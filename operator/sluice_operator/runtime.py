@@ -237,7 +237,7 @@ class OperatorRuntime:
             return
         try:
             spec = CircuitBreakerSpec.model_validate(obj.get("spec") or {})
-            memory = engine.circuit_memory_from_status(obj["status"])
+            memory = engine.circuit_from_status(obj["status"])
             from datetime import UTC, datetime
 
             self.circuit_docs[name] = engine.circuit_document(spec, memory, name, datetime.now(UTC), spec.ttl_seconds)

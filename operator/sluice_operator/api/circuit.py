@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -18,6 +18,9 @@ from sluice_operator.api.common import (
 )
 
 CircuitStateName = Literal["closed", "open", "half-open", "forced-open", "forced-closed"]
+#: Bounded strings and lists keep the API server's CEL cost estimate finite.
+LabelValue = Annotated[str, Field(max_length=63)]
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)]
 
 
 class FailWhen(SpecModel):
@@ -70,7 +73,7 @@ class LabelSelectorRequirement(SpecModel):
 
     key: str = Field(min_length=1, max_length=317)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] | None = None
+    values: list[LabelValue] | None = Field(default=None, max_length=100)
 
     @model_validator(mode="after")
     def _values_match_operator(self) -> LabelSelectorRequirement:
@@ -84,8 +87,8 @@ class LabelSelectorRequirement(SpecModel):
 class LabelSelector(SpecModel):
     """metav1.LabelSelector."""
 
-    match_labels: dict[str, str] | None = None
-    match_expressions: list[LabelSelectorRequirement] | None = None
+    match_labels: dict[str, LabelValue] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=100)
 
 
 class CircuitOverride(SpecModel):
@@ -122,7 +125,7 @@ class CircuitBreakerSpec(SpecModel):
     recovery_threshold: int = Field(default=3, ge=1, le=10000)
     half_open_probe_ratio: float = Field(default=0.1, gt=0, le=1)
     namespace_selector: LabelSelector | None = None
-    namespaces: list[str] | None = Field(default=None, max_length=1000)
+    namespaces: list[NamespaceName] | None = Field(default=None, max_length=1000)
     override: CircuitOverride = CircuitOverride()
     ttl_seconds: float = Field(default=180, ge=30, le=86400)
 

@@ -43,10 +43,10 @@ def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) 
             return False
     for expression in selector.match_expressions or []:
         present = expression.key in labels
-        value = labels.get(expression.key)
-        if expression.operator == "In" and value not in (expression.values or []):
+        found = labels.get(expression.key)
+        if expression.operator == "In" and found not in (expression.values or []):
             return False
-        if expression.operator == "NotIn" and present and value in (expression.values or []):
+        if expression.operator == "NotIn" and present and found in (expression.values or []):
             return False
         if expression.operator == "Exists" and not present:
             return False
@@ -66,13 +66,17 @@ def target_namespaces(spec: CircuitBreakerSpec, namespaces: Mapping[str, Mapping
     )
 
 
+def _counters(memory: engine.CircuitMemory | None) -> tuple[str, int, int] | None:
+    return None if memory is None else (memory.state, len(memory.failures), memory.successes)
+
+
 @dataclass
 class CircuitRuntime:
     """Per-circuit memory between probes (restored from status on start)."""
 
     name: str
     uid: str | None
-    memory: Any = None
+    memory: engine.CircuitMemory | None = None
     conditions: Conditions = field(default_factory=Conditions)
     published: dict[str, tuple[str, float]] = field(default_factory=dict)  # ns -> (fingerprint, monotonic)
     signal_ok: bool | None = None
@@ -86,7 +90,7 @@ class CircuitRuntime:
         runtime.conditions = Conditions.from_status(status)
         if status.get("state"):
             try:
-                runtime.memory = engine.circuit_memory_from_status(status)
+                runtime.memory = engine.circuit_from_status(status)
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("ignoring unreadable status of circuit %s: %s", name, error)
         return runtime
@@ -114,14 +118,14 @@ class CircuitCycle:
         started = self.clock()
         result, detail = await self.signals.probe_circuit(spec)
         now = self.wallclock()
-        step = engine.circuit_step(spec, runtime.memory, now.timestamp(), result)
+        step = engine.step(spec, runtime.memory, now.timestamp(), result)
         previous = runtime.memory
         runtime.memory = step.memory
         emits: list[Event] = []
         changed = self._conditions(runtime, result, detail, generation, emits)
         transition = step.transition
         if transition is not None:
-            old, new, reason = engine.transition_parts(transition)
+            old, new, reason = transition.from_state, transition.to_state, transition.reason
             self.metrics.circuit_transitions.labels(circuit=runtime.name, **{"from": old, "to": new}).inc()
             emits.append(Event("CircuitBreaker", None, runtime.name, runtime.uid,
                                "Warning" if new in ("open", "forced-open") else "Normal",
@@ -129,7 +133,7 @@ class CircuitCycle:
                                "CircuitHalfOpen" if new == "half-open" else "CircuitClosed",
                                f"{old} -> {new}: {reason}"))
             changed = True
-        elif engine.circuit_counters(previous) != engine.circuit_counters(step.memory):
+        elif _counters(previous) != _counters(step.memory):
             changed = True
 
         document = engine.circuit_document(spec, step.memory, runtime.name, now, spec.ttl_seconds)
@@ -139,7 +143,7 @@ class CircuitCycle:
         if self.leading():
             await self._publish(runtime, spec, document)
             if changed:
-                status = dict(engine.circuit_memory_to_status(step.memory))
+                status = dict(engine.circuit_to_status(step.memory))
                 status.update({
                     "observedGeneration": generation,
                     "conditions": runtime.conditions.as_list(),

@@ -42,7 +42,7 @@ class PolicyState:
     namespace: str
     name: str
     uid: str | None
-    memory: Any = None
+    memory: engine.PolicyMemory | None = None
     conditions: Conditions = field(default_factory=Conditions)
     epoch: int = 0
     fingerprint: str | None = None
@@ -60,7 +60,7 @@ class PolicyState:
         state.epoch = int(status.get("epoch") or 0)
         if status.get("priorities"):
             try:
-                state.memory = engine.policy_memory_from_status(status)
+                state.memory = engine.policy_from_status(status)
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("ignoring unreadable status of %s/%s: %s", namespace, name, error)
         signal = state.conditions.get("SignalAvailable")
@@ -122,13 +122,13 @@ class PolicyCycle:
         epoch = state.epoch + 1 if changed else max(state.epoch, 1)
         decision = candidate if epoch == candidate.epoch else candidate.model_copy(update={"epoch": epoch})
 
-        for priority, old, new in engine.zone_changes(outcome):
+        for priority, old, new in outcome.zone_changes:
             emits.append(_event(state, "Normal" if new == "green" else "Warning", "ZoneChanged",
                                 f"{priority} priority: {old} -> {new} at backlog {_fmt(backlog)}"))
-        if engine.is_fallback(outcome) and not state.fallback:
+        if outcome.fallback_engaged and not state.fallback:
             emits.append(_event(state, "Warning", "FallbackEngaged",
-                                f"signal unavailable; {spec.fallback.mode} fallback: {engine.reason(outcome)}"))
-        state.fallback = engine.is_fallback(outcome)
+                                f"signal unavailable; {spec.fallback.mode} fallback: {outcome.reason}"))
+        state.fallback = outcome.fallback_engaged
 
         published: PublishOutcome | None = None
         if (changed or refresh_due) and self.clock() >= state.backoff_until and self.leading():
@@ -141,11 +141,11 @@ class PolicyCycle:
                 state.fingerprint = new_fingerprint
                 state.epoch = epoch
                 state.published_at = self.clock()
-                state.memory = engine.memory_of(outcome)
+                state.memory = outcome.memory
             elif result.outcome is PublishOutcome.TERMINATING:
                 state.backoff_until = self.clock() + TERMINATING_BACKOFF
         else:
-            state.memory = engine.memory_of(outcome)
+            state.memory = outcome.memory
 
         status_written = False
         if (published is not None and published.ok) or conditions_changed:
@@ -208,9 +208,9 @@ class PolicyCycle:
             )
         return changed
 
-    def _status(self, state: PolicyState, spec: BackpressurePolicySpec, decision: Decision, outcome: Any,
+    def _status(self, state: PolicyState, spec: BackpressurePolicySpec, decision: Decision, outcome: engine.Outcome,
                 backlog: float | None, generation: int | None, configmap: str) -> dict[str, Any]:
-        status: dict[str, Any] = dict(engine.policy_memory_to_status(engine.memory_of(outcome)))
+        status: dict[str, Any] = dict(engine.policy_to_status(outcome.memory))
         status.update({
             "observedGeneration": generation,
             "conditions": state.conditions.as_list(),

@@ -16,8 +16,8 @@ __all__ = ["MESSAGE_LIMIT", "Reading", "SignalStatus", "truncate"]
 MESSAGE_LIMIT = 512
 
 
-class SignalStatus(str, enum.Enum):
-    """How usable a reading is."""
+class SignalStatus(enum.StrEnum):
+    """How usable a reading is (a ``str``: compares equal to ``"ok"`` etc., JSON-friendly)."""
 
     OK = "ok"  # a usable number
     UNAVAILABLE = "unavailable"  # transient: Prometheus down, timeout, HTTP error, NaN/Inf, empty result

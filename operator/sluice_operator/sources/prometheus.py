@@ -1,0 +1,498 @@
+"""Backlog and failure signals from Prometheus, plus safe PromQL for structured specs.
+
+Two jobs live here:
+
+* :class:`PrometheusSource` runs instant queries without blocking the event
+  loop and classifies every answer into a :class:`~sluice_operator.sources.reading.Reading`
+  (a number, "unknown for now", or "your spec is wrong"), so the fallback
+  policy, not a library's hidden retries, decides what happens next.
+* :func:`build_lag_query` turns a tenant's ``consumerGroup`` + ``topics`` into
+  PromQL from the admin's template, escaping every value so a tenant cannot
+  inject PromQL.
+
+Lag query templates use Python ``str.format`` fields ``{group}`` and ``{topics}``,
+each INSIDE a quoted PromQL string, with PromQL's own braces doubled::
+
+    sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})
+
+``{group}`` becomes the group name escaped for that string; ``{topics}`` becomes
+the regex ``t1|t2`` (Prometheus anchors it) of every topic quoted like Go's
+``regexp.QuoteMeta``, then string-escaped. Whatever a tenant writes stays a
+label value: it can neither close the string nor widen the regex.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import string
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from sluice_operator.sources.reading import MESSAGE_LIMIT, Reading, SignalStatus, truncate
+
+__all__ = [
+    "DEFAULT_LAG_TEMPLATE",
+    "NO_RETRY",
+    "Aggregate",
+    "Answer",
+    "EmptyResult",
+    "LagTemplateError",
+    "PrometheusSource",
+    "build_lag_query",
+    "classify",
+    "promql_escape",
+    "regex_quote",
+    "topics_regex",
+    "validate_lag_template",
+]
+
+Aggregate = Literal["max", "sum"]
+EmptyResult = Literal["unavailable", "zero"]
+
+# -- structured fields -> PromQL ----------------------------------------------------
+
+#: kafka-exporter's consumer-lag metric summed over the selected topics' partitions.
+DEFAULT_LAG_TEMPLATE = 'sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})'
+
+_FIELDS = frozenset({"group", "topics"})
+# Go regexp.QuoteMeta's set: what RE2 (Prometheus' regex engine) treats as special.
+_REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+_SIMPLE_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+class LagTemplateError(ValueError):
+    """The admin's template or the tenant's values cannot make a safe query."""
+
+
+def promql_escape(value: str, quote: str = '"') -> str:
+    """Escape ``value`` for the inside of a PromQL string delimited by ``quote``.
+
+    Printable ASCII passes through; backslash and the quote are escaped; every
+    other character becomes ``\\x``/``\\u``/``\\U`` so the lexer never sees a raw
+    newline or U+FFFD (which it rejects as invalid UTF-8).
+    """
+    if quote not in ('"', "'"):
+        raise LagTemplateError(f"cannot escape for PromQL quote {quote!r}")
+    out: list[str] = []
+    for ch in value:
+        code = ord(ch)
+        if ch == quote:
+            out.append("\\" + ch)
+        elif ch in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[ch])
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif 0xD800 <= code <= 0xDFFF:
+            raise LagTemplateError(f"{value!r} contains a lone surrogate, which is not valid text")
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def regex_quote(value: str) -> str:
+    """Go's ``regexp.QuoteMeta``: ``value`` as an RE2 pattern matching only itself."""
+    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in value)
+
+
+def topics_regex(topics: Iterable[str]) -> str:
+    """``a|b`` over sorted, de-duplicated, quoted topic names (stable, so caches share it)."""
+    names = sorted(set(topics))
+    if not names:
+        raise LagTemplateError("at least one topic is needed")
+    if any(not name for name in names):
+        raise LagTemplateError("topic names must not be empty")
+    return "|".join(regex_quote(name) for name in names)
+
+
+def _field_quotes(template: str) -> list[tuple[str, str]]:
+    """Each field of ``template`` with the PromQL quote it sits in ('' if none).
+
+    Walks the literal text like PromQL's lexer: strings ("", '', ``) with
+    backslash escapes (not in backticks), and ``#`` comments to end of line.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise LagTemplateError(
+            f"lag query template is not a valid format string ({err}); double PromQL's own braces: {{{{ }}}}"
+        ) from None
+    quote = ""
+    comment = False
+    escaped = False
+    found: list[tuple[str, str]] = []
+    for literal, field, spec, conversion in parts:
+        for ch in literal:
+            if comment:
+                comment = ch != "\n"
+            elif escaped:
+                escaped = False
+            elif quote:
+                if ch == "\\" and quote != "`":
+                    escaped = True
+                elif ch == quote:
+                    quote = ""
+            elif ch in "\"'`":
+                quote = ch
+            elif ch == "#":
+                comment = True
+        if field is None:
+            continue
+        if field not in _FIELDS:
+            raise LagTemplateError(
+                f"lag query template has unknown field {{{field}}}; only {{group}} and {{topics}} "
+                "exist (double PromQL's own braces: {{ and }})"
+            )
+        if spec or conversion:
+            raise LagTemplateError(f"lag query template field {{{field}}} must not have a format spec")
+        if comment or escaped:
+            raise LagTemplateError(f"lag query template field {{{field}}} sits in a comment or escape")
+        found.append((field, quote))
+    return found
+
+
+def validate_lag_template(template: str) -> None:
+    """Raise :class:`LagTemplateError` unless ``template`` can only make safe queries.
+
+    Both fields must appear, each inside a double- or single-quoted string.
+    """
+    found = _field_quotes(template)
+    names = {field for field, _ in found}
+    missing = sorted(_FIELDS - names)
+    if missing:
+        raise LagTemplateError(
+            f"lag query template must use {', '.join('{' + m + '}' for m in missing)}"
+        )
+    for field, quote in found:
+        if quote not in ('"', "'"):
+            raise LagTemplateError(
+                f'lag query template field {{{field}}} must sit inside a "..." PromQL string, '
+                f'e.g. consumergroup="{{group}}"'
+            )
+
+
+def build_lag_query(template: str, consumer_group: str, topics: Iterable[str]) -> str:
+    """Fill ``template`` with the escaped group and topic regex (see module docs)."""
+    validate_lag_template(template)
+    if not consumer_group:
+        raise LagTemplateError("consumer group must not be empty")
+    regex = topics_regex(topics)
+    out: list[str] = []
+    fields = iter(_field_quotes(template))
+    for literal, field, _spec, _conv in string.Formatter().parse(template):
+        out.append(literal)
+        if field is None:
+            continue
+        name, quote = next(fields)
+        value = consumer_group if name == "group" else regex
+        out.append(promql_escape(value, quote))
+    return "".join(out)
+
+
+# -- reading Prometheus ---------------------------------------------------------
+
+#: urllib3 retries switched off: prometheus-api-client's default re-sends on 5xx
+#: with backoff, which would blow the per-call timeout. Our fallback policy retries.
+NO_RETRY = Retry(total=0, read=False, redirect=False, raise_on_status=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one HTTP request produced (input of :func:`classify`); shared by all callers of a query."""
+
+    http_status: int = 0
+    body: Any = None  # parsed JSON, or None when the body was not JSON
+    text: str = ""  # start of a non-JSON body, for the message
+    failure: Reading | None = None  # transport failure: no HTTP answer at all
+
+
+def _num(raw: Any) -> float:
+    # Prometheus encodes sample values as strings: "1234", "NaN", "+Inf", "-Inf".
+    return float(raw)
+
+
+def _describe(metric: Any) -> str:
+    if not isinstance(metric, dict) or not metric:
+        return "{}"
+    name = metric.get("__name__", "")
+    labels = ",".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
+    return f"{name}{{{labels}}}"
+
+
+def classify(
+    answer: Answer,
+    *,
+    aggregate: Aggregate | None = None,
+    empty_result: EmptyResult = "unavailable",
+) -> Reading:
+    """Turn one HTTP answer into a :class:`Reading` (pure; unit-testable)."""
+    if answer.failure is not None:
+        return answer.failure
+    body = answer.body if isinstance(answer.body, dict) else None
+    code = answer.http_status
+    if body is None:
+        snippet = answer.text.strip() or "(empty body)"
+        if code == 200:
+            return _unavailable("BadResponse", f"Prometheus answered 200 with a non-JSON body: {snippet}")
+        return _unavailable("HTTPError", f"HTTP {code}: {snippet}")
+
+    raw_warnings = body.get("warnings") or []
+    warnings = [str(w) for w in raw_warnings] if isinstance(raw_warnings, list) else [str(raw_warnings)]
+    partial = bool(warnings)
+
+    if code != 200 or body.get("status") != "success":
+        error_type = str(body.get("errorType", ""))
+        error = str(body.get("error", "")) or f"HTTP {code}"
+        if error_type == "bad_data" and code == 400:
+            return Reading(SignalStatus.SPEC_ERROR, None, "BadQuery", truncate(error), partial)
+        if error_type == "timeout":
+            return _unavailable("Timeout", f"Prometheus gave up evaluating the query: {error}", partial)
+        if error_type == "execution" or code == 422:
+            return _unavailable("ExecutionError", error, partial)
+        return _unavailable("HTTPError", f"HTTP {code} {error_type}: {error}".replace("  ", " "), partial)
+
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return _unavailable("BadResponse", "Prometheus answered success without a data object", partial)
+    result_type = data.get("resultType")
+    result = data.get("result")
+    try:
+        if result_type == "scalar" and isinstance(result, list) and len(result) == 2:
+            values = [_num(result[1])]
+        elif result_type == "vector" and isinstance(result, list):
+            if len(result) > 1 and aggregate is None:
+                shown = ", ".join(_describe(item.get("metric")) for item in result[:3])
+                more = ", ..." if len(result) > 3 else ""
+                return Reading(
+                    SignalStatus.SPEC_ERROR,
+                    reason="MultipleSeries",
+                    message=truncate(
+                        f"query returned {len(result)} series but one number is needed: set "
+                        f"`aggregate: max` or `aggregate: sum`, or narrow the query to one series "
+                        f"(got {shown}{more})"
+                    ),
+                    partial=partial,
+                    series=len(result),
+                )
+            values = [_num(item["value"][1]) for item in result]
+        else:
+            return Reading(
+                SignalStatus.SPEC_ERROR,
+                reason="BadResultType",
+                message=truncate(
+                    f"query returns a {result_type} result; an instant vector or scalar is needed "
+                    "(wrap a range vector in e.g. max_over_time(...))"
+                ),
+                partial=partial,
+            )
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as err:
+        return _unavailable("BadResponse", f"cannot read sample values from Prometheus: {err!r}", partial)
+
+    series = len(values)
+    note = truncate("Prometheus warned: " + "; ".join(warnings)) if partial else ""
+    if not values:
+        if empty_result == "zero":
+            return Reading(SignalStatus.OK, 0.0, "EmptyAsZero", note or "no series; emptyResult: zero",
+                           partial, 0)
+        return _unavailable(
+            "Empty",
+            "query returned no series: the value is unknown, not zero "
+            "(set emptyResult: zero to read no series as 0)",
+            partial,
+        )
+    if not all(math.isfinite(v) for v in values):
+        bad = sum(1 for v in values if not math.isfinite(v))
+        return Reading(SignalStatus.UNAVAILABLE, None, "NaN",
+                       truncate(f"{bad} of {series} series is NaN or infinite"), partial, series)
+    value = values[0] if series == 1 else (max(values) if aggregate == "max" else math.fsum(values))
+    return Reading(SignalStatus.OK, value, "PartialData" if partial else "Ok", note, partial, series)
+
+
+def _unavailable(reason: str, message: str, partial: bool = False) -> Reading:
+    return Reading(SignalStatus.UNAVAILABLE, reason=reason, message=truncate(message), partial=partial)
+
+
+@dataclass(slots=True)
+class _CacheEntry:
+    answer: Answer
+    expires: float
+
+
+class PrometheusSource:
+    """Instant PromQL queries against one Prometheus, without blocking the event loop.
+
+    prometheus-api-client's session does the HTTP (headers, auth, TLS); the
+    blocking call runs in a bounded thread pool and is bounded twice: by the
+    HTTP timeout and by ``asyncio.wait_for``. Callers asking the same query
+    within ``cache_ttl`` seconds, or while it is in flight, share one request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_workers: int = 4,
+        cache_ttl: float = 1.0,
+        timeout: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        verify_tls: bool | str = True,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        if cache_ttl < 0 or timeout <= 0:
+            raise ValueError("cache_ttl must be >= 0 and timeout > 0")
+        self.url = url.rstrip("/")
+        self.cache_ttl = cache_ttl
+        self.timeout = timeout
+        self._prom = PrometheusConnect(
+            url=self.url,
+            headers=dict(headers) if headers else {},
+            disable_ssl=verify_tls is False,
+            retry=NO_RETRY,
+            auth=auth,
+        )
+        session = self._prom._session
+        if isinstance(verify_tls, str):
+            session.verify = verify_tls  # a CA bundle path
+        # Replace the library's adapter: no retries, and a pool as large as our thread pool.
+        session.mount(self.url, HTTPAdapter(max_retries=NO_RETRY, pool_maxsize=max(max_workers, 1)))
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sluice-prom")
+        self._count_lock = threading.Lock()
+        self._requests_sent = 0
+        self._cache: dict[str, _CacheEntry] = {}
+        self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self._closed = False
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests actually sent to Prometheus (cache hits and joins excluded)."""
+        with self._count_lock:
+            return self._requests_sent
+
+    async def read(
+        self,
+        query: str,
+        *,
+        aggregate: Aggregate | None = None,
+        empty_result: EmptyResult = "unavailable",
+        timeout: float | None = None,  # also bounds the HTTP call in the worker
+    ) -> Reading:
+        """Evaluate ``query`` now and classify the answer; never raises for Prometheus' sake."""
+        limit = self.timeout if timeout is None else timeout
+        if self._closed:
+            return _unavailable("Closed", "the Prometheus source is closed")
+        answer = self._cached(query)
+        if answer is None:
+            future = self._inflight.get(query)
+            if future is None:
+                future = asyncio.ensure_future(self._fetch(query, limit))
+                self._inflight[query] = future
+                future.add_done_callback(functools.partial(self._settle, query))
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(future), limit)
+            except TimeoutError:
+                answer = _timeout_answer(limit)
+        return classify(answer, aggregate=aggregate, empty_result=empty_result)
+
+    def _cached(self, query: str) -> Answer | None:
+        entry = self._cache.get(query)
+        if entry is None:
+            return None
+        if entry.expires > time.monotonic():
+            return entry.answer
+        del self._cache[query]
+        return None
+
+    def _settle(self, query: str, future: asyncio.Future[Answer]) -> None:
+        if self._inflight.get(query) is future:
+            del self._inflight[query]
+        if self.cache_ttl <= 0 or future.cancelled() or future.exception() is not None:
+            return
+        now = time.monotonic()
+        if len(self._cache) > 1024:  # drop expired entries now and then; the live set is small
+            self._cache = {q: e for q, e in self._cache.items() if e.expires > now}
+        self._cache[query] = _CacheEntry(future.result(), now + self.cache_ttl)
+
+    async def _fetch(self, query: str, limit: float) -> Answer:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self._request, query, limit), limit
+            )
+        except TimeoutError:
+            return _timeout_answer(limit)
+        except RuntimeError as err:  # executor shut down by close()
+            return Answer(failure=_unavailable("Closed", str(err)))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # really cancelled: propagate
+            # close() dropped our queued request; waiters get an answer, not a CancelledError.
+            return Answer(failure=_unavailable("Closed", "the Prometheus source was closed"))
+
+    def _request(self, query: str, limit: float) -> Answer:
+        """Blocking: one GET /api/v1/query through the library's session (runs in a worker)."""
+        with self._count_lock:
+            self._requests_sent += 1
+        prom = self._prom
+        session = prom._session
+        try:
+            response = session.request(
+                method="GET",
+                url=f"{self.url}/api/v1/query",
+                # Prometheus stops evaluating a bit before we stop waiting, and says so.
+                params={"query": query, "timeout": f"{max(limit * 0.9, 0.05):.3f}"},
+                headers=prom.headers,
+                auth=prom.auth,
+                verify=session.verify,
+                cert=session.cert,
+                timeout=(limit, limit),
+            )
+        except requests.Timeout:
+            return _timeout_answer(limit)
+        except requests.ConnectionError as err:
+            return Answer(failure=_unavailable("ConnectionError", f"cannot reach {self.url}: {err}"))
+        except requests.RequestException as err:
+            return Answer(failure=_unavailable("RequestError", f"request to {self.url} failed: {err}"))
+        try:
+            body = response.json()
+            text = ""
+        except ValueError:
+            body, text = None, response.text[:MESSAGE_LIMIT]
+        return Answer(http_status=response.status_code, body=body, text=text)
+
+    def close(self) -> None:
+        """Stop the workers (queued requests are dropped) and close the HTTP session."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._prom.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait (off the loop) for requests already running; each is time-bounded."""
+        self.close()
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def __aenter__(self) -> PrometheusSource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _timeout_answer(limit: float) -> Answer:
+    return Answer(failure=_unavailable("Timeout", f"no answer from Prometheus within {limit:g}s"))
