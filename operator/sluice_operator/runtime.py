@@ -272,7 +272,8 @@ class OperatorRuntime:
 
     # -- main loop -------------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, *, namespaces: tuple[str, ...] = (), http: bool = True) -> int:
+    async def run(self, stop: asyncio.Event, *, namespaces: tuple[str, ...] = (), http: bool = True,
+                  kopf_settings: kopf.OperatorSettings | None = None) -> int:
         """Serve health, wait for the Lease, run Kopf while leading. Returns an exit code."""
         from sluice_operator.handlers import build_registry
 
@@ -289,7 +290,7 @@ class OperatorRuntime:
             self.metrics.leader.set(1)
             kopf_stop: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             operator = asyncio.ensure_future(kopf.operator(
-                registry=build_registry(self), standalone=True, clusterwide=not namespaces,
+                registry=build_registry(self), settings=kopf_settings, standalone=True, clusterwide=not namespaces,
                 namespaces=list(namespaces), stop_flag=kopf_stop,
             ))
             watchers = [asyncio.ensure_future(stop.wait()), operator]

@@ -93,11 +93,15 @@ YamlLoader.add_implicit_resolver(
 
 def _documents(text: str, filename: str) -> Iterator[tuple[yaml.Node | None, Any] | Problem]:
     """(node, data) per document; a YAML error ends the stream with a Problem carrying the line."""
-    loader = YamlLoader(text)
+    loader: YamlLoader | None = None
     try:
+        loader = YamlLoader(text)
         while loader.check_node():
             node = loader.get_node()
             yield node, loader.construct_document(node)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        yield Problem(filename, f"invalid YAML: character U+{int(exc.character):04X} is not allowed", line=line)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         reason = getattr(exc, "problem", None) or str(exc)
@@ -108,7 +112,8 @@ def _documents(text: str, filename: str) -> Iterator[tuple[yaml.Node | None, Any
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. `!!int abc`: a tag the value cannot satisfy
         yield Problem(filename, f"invalid YAML value: {exc}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _line(node: yaml.Node | None, loc: Loc) -> int | None:
