@@ -6,3 +6,8 @@ from tests.support.prometheus import prometheus_fixture
 prom = prometheus_fixture(scope="module")
 
 __all__ = ["k8s_emulator", "prom"]
+
+from tests.support.prometheus import prometheus_factory_fixture  # noqa: E402
+
+make_prometheus = prometheus_factory_fixture()
+__all__ += ["make_prometheus"]
