@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from sluice.decision import CircuitState
-from sluice_operator.api.circuit import CircuitBreaker
+from sluice_operator.api.circuit import CircuitBreaker, CircuitBreakerSpec
 from sluice_operator.api.policy import BackpressurePolicy
 from sluice_operator.metrics import OperatorMetrics
 from sluice_operator.publish.events import LogEvents
@@ -34,6 +34,8 @@ from sluice_operator.settings import Settings
 
 log = logging.getLogger("sluice_operator.local")
 RELOAD_EVERY = 1.0
+#: The label Kubernetes sets on every namespace (its own name); the only one local namespaces have.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 @dataclass
@@ -124,12 +126,36 @@ class LocalOperator:
         self.cycles = 0
 
     def _namespaces(self) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
-        """Locally, the namespaces that exist are those of the loaded policies (no labels)."""
-        namespaces: dict[str, dict[str, str]] = {
-            (e.obj.metadata.namespace or "default"): {} for e in self.entries.values()
-            if isinstance(e.obj, BackpressurePolicy)
+        """Locally, a namespace exists when a loaded policy lives in it or a circuit lists it.
+
+        Its only label is the one Kubernetes puts on every namespace (`kubernetes.io/metadata.name`),
+        so a namespaceSelector on that label works locally too.
+        """
+        names: set[str] = set()
+        for entry in self.entries.values():
+            if isinstance(entry.obj, BackpressurePolicy):
+                names.add(entry.obj.metadata.namespace or "default")
+            else:
+                names.update(entry.obj.spec.namespaces or [])
+        return {ns: {NAMESPACE_NAME_LABEL: ns} for ns in sorted(names)}, frozenset()
+
+    def _circuit_spec(self, circuit: CircuitBreaker) -> CircuitBreakerSpec:
+        """The circuit's spec with the namespaces of the policies that reference it added to its list.
+
+        Locally there are no namespace labels to select on, so a circuit is published where it is
+        listed (or selected by name) and in the namespace of every policy whose circuitBreakerRef
+        names it, so those producers find circuit.json next to their decision.
+        """
+        name = circuit.metadata.name
+        referencing = {
+            e.obj.metadata.namespace or "default" for e in self.entries.values()
+            if isinstance(e.obj, BackpressurePolicy) and e.obj.spec.circuit_breaker_ref == name
         }
-        return namespaces, frozenset()
+        listed = list(circuit.spec.namespaces or [])
+        extra = sorted(referencing - set(listed))
+        if not extra:
+            return circuit.spec
+        return circuit.spec.model_copy(update={"namespaces": listed + extra})
 
     def reload(self, *, force: bool = False) -> LoadReport | None:
         seen = _fingerprint(self.policies_dir)
@@ -175,7 +201,8 @@ class LocalOperator:
             if isinstance(obj, CircuitBreaker):
                 name = obj.metadata.name
                 runtime = self.circuit_states.setdefault(name, CircuitRuntime(name=name, uid=None))
-                self.circuit_docs[name] = await self.circuit_cycle.run(runtime, obj.spec, obj.metadata.generation)
+                spec = self._circuit_spec(obj)
+                self.circuit_docs[name] = await self.circuit_cycle.run(runtime, spec, obj.metadata.generation)
                 entry.due = now + obj.spec.probe_interval_seconds
             else:
                 namespace = obj.metadata.namespace or "default"

@@ -273,7 +273,7 @@ class OperatorRuntime:
     # -- main loop -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, namespaces: tuple[str, ...] = (), http: bool = True,
-                  kopf_settings: kopf.OperatorSettings | None = None) -> int:
+                  kopf_settings: kopf.OperatorSettings | None = None, release_on_stop: bool = True) -> int:
         """Serve health, wait for the Lease, run Kopf while leading. Returns an exit code."""
         from sluice_operator.handlers import build_registry
 
@@ -313,7 +313,7 @@ class OperatorRuntime:
         finally:
             self.health.leading = False
             self.metrics.leader.set(0)
-            if self.election_enabled:
+            if self.election_enabled and release_on_stop:
                 with contextlib.suppress(Exception):
                     await self.elector.release()
             if runner is not None:

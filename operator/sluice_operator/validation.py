@@ -100,8 +100,8 @@ def _documents(text: str, filename: str) -> Iterator[tuple[yaml.Node | None, Any
             node = loader.get_node()
             yield node, loader.construct_document(node)
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        yield Problem(filename, f"invalid YAML: character U+{int(exc.character):04X} is not allowed", line=line)
+        at = text.count("\n", 0, exc.position) + 1
+        yield Problem(filename, f"invalid YAML: character U+{int(exc.character):04X} is not allowed", line=at)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         reason = getattr(exc, "problem", None) or str(exc)
@@ -324,6 +324,11 @@ def _validate_one(node: yaml.Node | None, data: Any, filename: str) -> Resource 
         problems += [problem(explain(err, model), tuple(err["loc"])) for err in exc.errors(include_url=False)]
         return problems
     return problems or obj
+
+
+def validate_object(data: Any, source: str) -> Resource | list[Problem]:
+    """One already-parsed object (e.g. from the API server): the model, or its problems."""
+    return _validate_one(None, data, source)
 
 
 def parse_documents(text: str, filename: str) -> Parsed:

@@ -44,6 +44,8 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -58,10 +60,12 @@ from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported exp
 from sluice_operator.sources.reading import Reading, SignalStatus, truncate
 
 __all__ = [
+    "LIBRDKAFKA_LOGGER",
     "ClientCache",
     "KafkaLagSource",
     "KafkaSecretError",
     "base_client_config",
+    "drain_logs",
     "kafka_config_from_secret",
     "kafka_error_reason",
     "kafka_exception_error",
@@ -217,35 +221,58 @@ def kafka_exception_error(exc: BaseException) -> KafkaError | None:
     return None
 
 
+_Key = tuple[tuple[str, str], ...]
+
+#: librdkafka's own log lines go here (delivered by :func:`drain_logs`), not straight to stderr.
+LIBRDKAFKA_LOGGER = logging.getLogger("sluice_operator.sources.kafka.librdkafka")
+
+
+def drain_logs(client: AdminClient) -> None:
+    """Deliver librdkafka's queued log lines to :data:`LIBRDKAFKA_LOGGER` (they wait for a poll)."""
+    with contextlib.suppress(Exception):
+        client.poll(0)
+
+
 class ClientCache:
-    """AdminClients keyed by their full config, least recently used evicted beyond ``max_clients``.
+    """AdminClients keyed by their full config: LRU beyond ``max_clients``, dropped after ``max_idle`` s unused.
 
     Creating a client costs threads and connections; a per-evaluation client
-    would also throw away its warm connections and metadata every time.
+    would also throw away its warm connections and metadata every time. Idle
+    eviction stops clients of deleted or edited resources from reconnecting
+    to an old cluster forever.
     """
 
-    def __init__(self, client_id: str, max_clients: int = 16) -> None:
+    def __init__(self, client_id: str, max_clients: int = 16, max_idle: float = 600.0) -> None:
         self._client_id = client_id
         self._max = max_clients
-        self._clients: OrderedDict[tuple[tuple[str, str], ...], AdminClient] = OrderedDict()
+        self._max_idle = max_idle
+        self._clients: OrderedDict[_Key, tuple[AdminClient, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, bootstrap_servers: str, extra: Mapping[str, str] | None) -> AdminClient:
         """The client for this bootstrap + config (created on first use; raises KafkaException on bad config)."""
         config = base_client_config(bootstrap_servers, extra, self._client_id)
-        key = tuple(sorted(config.items()))
+        key: _Key = tuple(sorted(config.items()))
+        now = time.monotonic()
         with self._lock:
-            client = self._clients.get(key)
-            if client is not None:
+            self._evict_idle(now)
+            entry = self._clients.get(key)
+            if entry is not None:
+                self._clients[key] = (entry[0], now)
                 self._clients.move_to_end(key)
-                return client
-        client = AdminClient(dict(config))
+                return entry[0]
+        client_config: dict[str, Any] = {**config, "logger": LIBRDKAFKA_LOGGER}  # stubs omit non-scalar values
+        client = AdminClient(client_config)
         with self._lock:
-            existing = self._clients.setdefault(key, client)
+            existing, _ = self._clients.setdefault(key, (client, now))
             self._clients.move_to_end(key)
             while len(self._clients) > self._max:
                 self._clients.popitem(last=False)  # threads still using it keep their reference
             return existing
+
+    def _evict_idle(self, now: float) -> None:
+        for key in [k for k, (_, used) in self._clients.items() if now - used > self._max_idle]:
+            del self._clients[key]
 
     def clear(self) -> None:
         """Drop every client (librdkafka destroys each when its last reference goes)."""
@@ -351,9 +378,12 @@ def _read_lag_blocking(
             admin = cache.get(bootstrap_servers, config)
         except (KafkaException, ValueError, TypeError) as exc:
             raise _Failed(SignalStatus.SPEC_ERROR, "InvalidConfig", f"Kafka client config rejected: {exc}") from exc
-        partitions = _partitions(admin, topics, deadline)
-        committed = _committed(admin, group, partitions, deadline)
-        high, low = _watermarks(admin, partitions, deadline)
+        try:
+            partitions = _partitions(admin, topics, deadline)
+            committed = _committed(admin, group, partitions, deadline)
+            high, low = _watermarks(admin, partitions, deadline)
+        finally:
+            drain_logs(admin)
     except _Failed as failed:
         return failed.reading
     total = 0

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaException
 
-from sluice_operator.sources.kafka import ClientCache, kafka_error_reason, kafka_exception_error
+from sluice_operator.sources.kafka import ClientCache, drain_logs, kafka_error_reason, kafka_exception_error
 from sluice_operator.sources.reading import truncate
 
 __all__ = ["KafkaProbe", "ProbeResult", "probe"]
@@ -107,6 +107,8 @@ class KafkaProbe:
             error = kafka_exception_error(exc)
             text = error.str() if error is not None else str(exc)
             return ProbeResult(False, kafka_error_reason(error), time.monotonic() - start, truncate(text))
+        finally:
+            drain_logs(admin)
         latency = time.monotonic() - start
         if not metadata.brokers:
             return ProbeResult(False, "NoBrokers", latency, "metadata lists no brokers")
