@@ -11,12 +11,12 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-API_VERSION = "sluice.dev/v1alpha1"
+API_VERSION: Final = "sluice.dev/v1alpha1"
 DECISION_KEY = "decision.json"
 CIRCUIT_KEY = "circuit.json"
 #: Must stay well above the kubelet's 60-90 s refresh of mounted ConfigMaps.

@@ -45,14 +45,16 @@ def make_settings(prometheus_url: str, **env: str) -> Settings:
 
 
 def start_operator(base_url: str, prometheus_url: str, *, identity: str = "op-1",
-                   env: Mapping[str, str] | None = None) -> OperatorHandle:
+                   env: Mapping[str, str] | None = None, release_on_stop: bool = True) -> OperatorHandle:
     """Start one operator instance as a task; stop it with `await handle.shutdown()`."""
     settings = make_settings(prometheus_url, **dict(env or {}))
     connection = Connection(server=base_url, insecure=True, default_namespace="default")
     runtime = OperatorRuntime(settings, connection, signals=build_signals(settings), identity=identity)
     stop = asyncio.Event()
     kopf_settings = quick_settings()
-    task = asyncio.ensure_future(runtime.run(stop, http=False, kopf_settings=kopf_settings))
+    task = asyncio.ensure_future(
+        runtime.run(stop, http=False, kopf_settings=kopf_settings, release_on_stop=release_on_stop)
+    )
     return OperatorHandle(runtime, task, stop)
 
 
@@ -83,5 +85,70 @@ def policy(name: str, namespace: str = "default", *, query: str | None = None,
     }
 
 
+def circuit(name: str, *, query: str | None = None, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A CircuitBreaker over a Prometheus error signal, tuned to trip and recover in seconds."""
+    body: dict[str, Any] = {
+        "signal": {"prometheus": {"query": query or f'max(test_errors{{circuit="{name}"}})',
+                                  "failWhen": {"above": 0.5}, "timeoutSeconds": 0.8}},
+        "failureThreshold": 2,
+        "tripWindowSeconds": 10,
+        "recoveryTimeoutSeconds": 2,
+        "probeIntervalSeconds": 1,
+        "recoveryThreshold": 2,
+        "halfOpenProbeRatio": 0.25,
+        "namespaces": ["default"],
+    }
+    body.update(spec or {})
+    return {"apiVersion": "sluice.dev/v1alpha1", "kind": "CircuitBreaker", "metadata": {"name": name}, "spec": body}
+
+
 def kopf_settings() -> kopf.OperatorSettings:
     return quick_settings()
+
+
+class ThreadedOperator:
+    """An operator on its own thread and event loop, like a separate replica.
+
+    Kopf cancels every task created in its loop after it started once it stops, so two in-process
+    replicas must not share a loop; separate loops also make "replica crashed" realistic.
+    """
+
+    def __init__(self, base_url: str, prometheus_url: str, *, identity: str,
+                 env: Mapping[str, str] | None = None, release_on_stop: bool = True) -> None:
+        import threading
+
+        settings = make_settings(prometheus_url, **dict(env or {}))
+        connection = Connection(server=base_url, insecure=True, default_namespace="default")
+        self.runtime = OperatorRuntime(settings, connection, signals=build_signals(settings), identity=identity)
+        self.exit_code: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._release = release_on_stop
+        self._thread = threading.Thread(target=self._main, name=f"operator-{identity}", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+
+    def _main(self) -> None:
+        async def body() -> int:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._started.set()
+            return await self.runtime.run(self._stop, http=False, kopf_settings=quick_settings(),
+                                          release_on_stop=self._release)
+
+        self.exit_code = asyncio.run(body())
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    async def shutdown(self, timeout: float = 20.0) -> int | None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.to_thread(self._thread.join, timeout)
+        return self.exit_code
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        await asyncio.to_thread(self._thread.join, timeout)
+        return self.exit_code

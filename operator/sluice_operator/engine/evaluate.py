@@ -31,7 +31,7 @@ from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.engine.fallback import effective_mode, fallback_reason
 from sluice_operator.engine.hysteresis import settle
 from sluice_operator.engine.params import PolicyParams, compile_policy
-from sluice_operator.engine.policy_state import INITIAL_MEMORY, PolicyMemory, PriorityMemory
+from sluice_operator.engine.policy_state import INITIAL_MEMORY, PolicyMemory
 from sluice_operator.engine.smoothing import ewma, relax_floor
 from sluice_operator.engine.zones import (
     GREEN,
@@ -68,29 +68,71 @@ class PriorityOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of one evaluation, including the memory to pass to the next one."""
+    """The result of one evaluation, including the memory to pass to the next one.
 
-    priorities: tuple[PriorityOutcome, PriorityOutcome, PriorityOutcome]  # high, medium, low
-    source: DecisionSource
-    enforcement: Enforcement
-    backlog: float | None  # the raw reading used (None when unavailable)
-    smoothed_backlog: float | None
+    Only what the memory does not already hold is stored; the rest are properties, and the
+    per-priority results are built on access (evaluation stays cheap, reading costs ~2 us).
+    """
+
     memory: PolicyMemory
     zone_changes: tuple[ZoneChange, ...]
-    fallback_engaged: bool  # the published decision comes from the fallback mode
-    signal_lost: bool  # this evaluation had no usable reading (even if an override hid it)
     changed: bool  # the published content changed, so the epoch increased
     reason: str
     fallback_delays: tuple[int, int, int]  # fallback.conservative, for the document
+
+    @property
+    def priorities(self) -> tuple[PriorityOutcome, PriorityOutcome, PriorityOutcome]:
+        """high, medium, low: Observe publishes delay 0 and no shedding, with `would_*` set."""
+        m = self.memory
+        observe = m.enforcement == "Observe"
+        out = [
+            PriorityOutcome(p, m.zones[i], 0, False, m.delays_ms[i], m.shed[i], m.ratios[i])
+            if observe
+            else PriorityOutcome(p, m.zones[i], m.delays_ms[i], m.shed[i], None, None, m.ratios[i])
+            for i, p in enumerate(PRIORITIES)
+        ]
+        return (out[0], out[1], out[2])
+
+    def get(self, priority: Priority) -> PriorityOutcome:
+        """The outcome of `priority`."""
+        return self.priorities[PRIORITIES.index(priority)]
+
+    @property
+    def source(self) -> DecisionSource:
+        """prometheus | kafka (a usable reading), fallback, or override."""
+        source = self.memory.source
+        assert source is not None  # set by every evaluation
+        return source
+
+    @property
+    def enforcement(self) -> Enforcement:
+        enforcement = self.memory.enforcement
+        assert enforcement is not None
+        return enforcement
+
+    @property
+    def backlog(self) -> float | None:
+        """The raw reading used (None when unavailable)."""
+        return self.memory.backlog
+
+    @property
+    def smoothed_backlog(self) -> float | None:
+        return self.memory.smoothed_backlog
 
     @property
     def epoch(self) -> int:
         """The epoch of the published content."""
         return self.memory.epoch
 
-    def get(self, priority: Priority) -> PriorityOutcome:
-        """The outcome of `priority`."""
-        return self.priorities[PRIORITIES.index(priority)]
+    @property
+    def fallback_engaged(self) -> bool:
+        """The published decision comes from the fallback mode."""
+        return self.memory.source == "fallback"
+
+    @property
+    def signal_lost(self) -> bool:
+        """This evaluation had no usable reading (even if an override hid that)."""
+        return self.memory.backlog is None
 
 
 def _signal_values(
@@ -100,16 +142,18 @@ def _signal_values(
     relax = params.max_relax_ratio
     out: list[_Values] = []
     holds: list[str] = []
-    for pp, pm in zip(params.priorities, prev.priorities, strict=True):
-        held = ZONE_INDEX[pm.zone]
+    for pp, held_zone, since, previous_ms in zip(
+        params.priorities, prev.zones, prev.since, prev.delays_ms, strict=True
+    ):
+        held = ZONE_INDEX[held_zone]
         raw = raw_zone(pp, backlog)
-        zone = settle(held, raw, exit_zone(pp, backlog) if raw < held else raw, pm.since, now, dwell)
+        zone = settle(held, raw, exit_zone(pp, backlog) if raw < held else raw, since, now, dwell)
         ratio, delay, shed = zone_values(pp, zone, backlog)
-        if relax < 1.0 and delay < pm.delay_ms:
-            delay = max(delay, relax_floor(pm.delay_ms, relax))
+        if relax < 1.0 and delay < previous_ms:
+            delay = max(delay, relax_floor(previous_ms, relax))
         out.append((zone, ratio, delay, shed))
         if zone > raw:
-            holds.append(_hold_note(pp, zone, pm.since, now, dwell))
+            holds.append(_hold_note(pp, zone, since, now, dwell))
     return out, holds
 
 
@@ -183,54 +227,50 @@ def evaluate(
         values, reason = _fallback_values(params, prev, now)
 
     enforcement = params.enforcement
-    observe = enforcement == "Observe"
     changed = source != prev.source or enforcement != prev.enforcement
-    changes: list[ZoneChange] = []
-    mems: list[PriorityMemory] = []
-    outs: list[PriorityOutcome] = []
-    for i, pm in enumerate(prev.priorities):
-        if values is None:  # LastKnown: keep the last decision as it is
-            new = pm
-        else:
-            zone_i, ratio, delay, shed = values[i]
-            zone = ZONES[zone_i]
-            if zone != pm.zone:
-                changes.append((PRIORITIES[i], pm.zone, zone))
-                new = PriorityMemory(zone=zone, since=now, delay_ms=delay, shed=shed, ratio=ratio)
-                changed = True
-            elif delay != pm.delay_ms or shed != pm.shed or ratio != pm.ratio:
-                new = PriorityMemory(zone=zone, since=pm.since, delay_ms=delay, shed=shed, ratio=ratio)
-                changed = changed or delay != pm.delay_ms or shed != pm.shed
+    changes: list[ZoneChange] | None = None
+    if values is None:  # LastKnown: keep the last decision as it is
+        zones, since, delays, sheds, ratios = prev.zones, prev.since, prev.delays_ms, prev.shed, prev.ratios
+    else:
+        z: list[Zone] = []
+        t: list[float | None] = []
+        for i, previous in enumerate(prev.zones):
+            zone = ZONES[values[i][0]]
+            z.append(zone)
+            if zone == previous:
+                t.append(prev.since[i])
             else:
-                new = pm
-        mems.append(new)
-        if observe:
-            outs.append(PriorityOutcome(PRIORITIES[i], new.zone, 0, False, new.delay_ms, new.shed, new.ratio))
-        else:
-            outs.append(PriorityOutcome(PRIORITIES[i], new.zone, new.delay_ms, new.shed, None, None, new.ratio))
-    if observe:
+                t.append(now)
+                if changes is None:
+                    changes = []
+                changes.append((PRIORITIES[i], previous, zone))
+        v0, v1, v2 = values
+        zones = (z[0], z[1], z[2])
+        since = (t[0], t[1], t[2])
+        delays = (v0[2], v1[2], v2[2])
+        sheds = (v0[3], v1[3], v2[3])
+        ratios = (v0[1], v1[1], v2[1])
+        changed = changed or changes is not None or delays != prev.delays_ms or sheds != prev.shed
+    if enforcement == "Observe":
         reason += "; Observe: published without delay or shedding"
 
-    new_memory = PolicyMemory(
-        priorities=(mems[0], mems[1], mems[2]),
-        epoch=prev.epoch + 1 if changed else prev.epoch,
-        source=source,
-        enforcement=enforcement,
-        backlog=backlog,
-        smoothed_backlog=smoothed,
-        last_good_at=last_good,
-        last_evaluated=now,
+    memory = PolicyMemory(
+        zones,
+        since,
+        delays,
+        sheds,
+        ratios,
+        prev.epoch + 1 if changed else prev.epoch,
+        source,
+        enforcement,
+        backlog,
+        smoothed,
+        last_good,
+        now,
     )
     return Outcome(
-        priorities=(outs[0], outs[1], outs[2]),
-        source=source,
-        enforcement=enforcement,
-        backlog=backlog,
-        smoothed_backlog=smoothed,
-        memory=new_memory,
-        zone_changes=tuple(changes),
-        fallback_engaged=source == "fallback",
-        signal_lost=backlog is None,
+        memory=memory,
+        zone_changes=() if changes is None else tuple(changes),
         changed=changed,
         reason=reason,
         fallback_delays=params.conservative_ms,

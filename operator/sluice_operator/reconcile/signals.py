@@ -77,6 +77,8 @@ class Signals:
             return await self.secrets(namespace, secret_name)
         except LookupError as error:
             return Reading(SignalStatus.UNAVAILABLE, reason="SecretNotFound", message=str(error))
+        except ValueError as error:  # a key we refuse to pass to librdkafka, or bad base64
+            return Reading(SignalStatus.SPEC_ERROR, reason="SecretInvalid", message=str(error))
 
     async def read_policy(self, namespace: str, spec: BackpressurePolicySpec) -> tuple[Reading, SignalKind]:
         """Read the backlog of one policy."""

@@ -80,6 +80,8 @@ class PriorityTotals:
     surge_offered: float = 0.0
     surge_goodput: float = 0.0
     surge_shed: float = 0.0
+    after_offered: float = 0.0  # from the end of the surge to the end of the run
+    after_goodput: float = 0.0
     zone_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     max_delay_ms: int = 0
 
@@ -221,6 +223,7 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
             next_poll = t + interval + (poll_rng.uniform(0.0, poll_jitter) if poll_jitter > 0 else 0.0)
 
         in_surge = surge is not None and surge[0] <= t < surge[1]
+        after_surge = surge is not None and t >= surge[1]
         produced = 0.0
         last = len(pub_times) - 1
         for i in range(3):
@@ -256,6 +259,9 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
                 totals.surge_offered += offered
                 totals.surge_goodput += accepted
                 totals.surge_shed += shed
+            elif after_surge:
+                totals.after_offered += offered
+                totals.after_goodput += accepted
             series.offered[i].append(offered / dt)
             series.goodput[i].append(accepted / dt)
             series.shed[i].append(shed / dt)

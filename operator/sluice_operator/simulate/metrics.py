@@ -7,7 +7,8 @@ Definitions (per priority unless said otherwise):
 * ``zoneSeconds`` / ``zoneChanges``: of the decision the operator published.
 * ``surge``: the same counts inside the scenario's surge window, plus ``goodputVsCapacity``
   (all priorities' goodput / consumer capacity in the window), ``zoneChanges`` from the start of
-  the surge to the end of the run, and ``recoverySeconds``: from the end of the surge until every
+  the surge to the end of the run, ``goodputRatioAfter`` (from the end of the surge to the end of
+  the run: what delays still cost once the load is back to normal), and ``recoverySeconds``: from the end of the surge until every
   priority is green for good (null when the run ends before that).
 """
 
@@ -121,6 +122,7 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
                     "goodput": _r(t.surge_goodput, 1),
                     "shed": _r(t.surge_shed, 1),
                     "goodputRatio": _ratio(t.surge_goodput, t.surge_offered),
+                    "goodputRatioAfter": _ratio(t.after_goodput, t.after_offered),
                 }
                 for p, t in zip(PRIORITIES, result.priorities, strict=True)
             },

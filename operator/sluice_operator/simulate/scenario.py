@@ -33,6 +33,7 @@ __all__ = [
     "RatePoint",
     "Scenario",
     "ScenarioError",
+    "ScenarioProblem",
     "TimeWindow",
     "parse_scenario",
     "rate_at",

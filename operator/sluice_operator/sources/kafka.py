@@ -71,6 +71,7 @@ __all__ = [
     "kafka_exception_error",
     "partition_lag",
     "read_lag",
+    "redact",
 ]
 
 T = TypeVar("T")
@@ -160,6 +161,18 @@ def base_client_config(bootstrap_servers: str, extra: Mapping[str, str] | None, 
     config.update(extra or {})
     config["bootstrap.servers"] = bootstrap_servers
     return config
+
+
+_SENSITIVE_PROPERTIES = ("sasl.password", "sasl.oauthbearer.client.secret", "ssl.key.pem", "ssl.key.password")
+
+
+def redact(text: str, config: Mapping[str, str] | None) -> str:
+    """``text`` with the values of secret properties replaced (client errors may echo config values)."""
+    for prop in _SENSITIVE_PROPERTIES:
+        value = (config or {}).get(prop)
+        if value:
+            text = text.replace(value, "***")
+    return text
 
 
 def partition_lag(high: int, low: int, committed: int | None) -> int:
@@ -377,7 +390,8 @@ def _read_lag_blocking(
         try:
             admin = cache.get(bootstrap_servers, config)
         except (KafkaException, ValueError, TypeError) as exc:
-            raise _Failed(SignalStatus.SPEC_ERROR, "InvalidConfig", f"Kafka client config rejected: {exc}") from exc
+            message = redact(f"Kafka client config rejected: {exc}", config)
+            raise _Failed(SignalStatus.SPEC_ERROR, "InvalidConfig", message) from exc
         try:
             partitions = _partitions(admin, topics, deadline)
             committed = _committed(admin, group, partitions, deadline)

@@ -24,7 +24,13 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaException
 
-from sluice_operator.sources.kafka import ClientCache, drain_logs, kafka_error_reason, kafka_exception_error
+from sluice_operator.sources.kafka import (
+    ClientCache,
+    drain_logs,
+    kafka_error_reason,
+    kafka_exception_error,
+    redact,
+)
 from sluice_operator.sources.reading import truncate
 
 __all__ = ["KafkaProbe", "ProbeResult", "probe"]
@@ -99,7 +105,8 @@ class KafkaProbe:
         try:
             admin = self._cache.get(bootstrap_servers, config)
         except (KafkaException, ValueError, TypeError) as exc:
-            return ProbeResult(False, "InvalidConfig", 0.0, truncate(f"Kafka client config rejected: {exc}"))
+            message = redact(f"Kafka client config rejected: {exc}", config)
+            return ProbeResult(False, "InvalidConfig", 0.0, truncate(message))
         remaining = max(0.01, timeout - (time.monotonic() - start))
         try:
             metadata = admin.list_topics(timeout=remaining)

@@ -1,0 +1,176 @@
+"""`DirectoryDecisions`: decision documents read from a directory, by a polling thread.
+
+The directory is either a ConfigMap mounted as a volume (zero RBAC; the kubelet refreshes it every
+60-90 s) or one policy's directory written by the operator's local mode
+(``DIR/<namespace>/<name>/``). Both hold ``decision.json`` and maybe ``circuit.json``.
+
+The kubelet updates a mounted ConfigMap atomically: it writes the new files into a fresh
+``..<timestamp>`` directory, points a ``..data_tmp`` symlink at it, renames that over ``..data``,
+and each visible file is a symlink ``decision.json -> ..data/decision.json``. Opening the visible
+path therefore yields either the whole old or the whole new file. The poller ``stat``s through the
+symlinks and re-reads only when the target changed (inode, size, mtime), so an idle poll costs a
+few syscalls. Writers that do not rename atomically can expose a half-written file: it fails to
+parse, is counted and logged once, and the last good document stays in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sluice.decision import CIRCUIT_KEY, DECISION_KEY, CircuitState, Decision, parse_circuit, parse_decision
+from sluice.stale import MAX_TTL_SECONDS
+from sluice.watch import DecisionSource
+
+__all__ = ["DirectoryDecisions"]
+
+log = logging.getLogger("sluice.watch")
+
+_Signature = tuple[int, int, int, int, int]
+_MISSING: _Signature = (-1, -1, -1, -1, -1)
+
+
+class DirectoryDecisions(DecisionSource):
+    """Poll ``path/decision.json`` and every ``circuit.json`` in ``path``, its subdirectories and
+    ``circuit_paths`` (directories holding a ``circuit.json``, or the files themselves).
+
+    The first read happens in the constructor, so a producer built right after sees the documents.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        poll_interval: float = 0.5,
+        *,
+        circuit_paths: Iterable[str | os.PathLike[str]] = (),
+        max_ttl: float = MAX_TTL_SECONDS,
+        start: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        super().__init__(f"directory:{self.path}", max_ttl=max_ttl)
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0")
+        self.poll_interval = poll_interval
+        self.circuit_paths = tuple(Path(p) for p in circuit_paths)
+        self._signatures: dict[str, _Signature] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.poll_once()
+        if start:
+            self.start()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> DirectoryDecisions:
+        """Start the polling thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"sluice-dir-{self.path.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the polling thread."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(2.0, 2 * self.poll_interval))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.poll_once()
+            except Exception:  # a poller that dies silently would freeze the decision
+                log.exception("sluice %s: poll failed", self.description)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def poll_once(self) -> None:
+        """Read whatever changed since the last poll."""
+        self._read(self.path / DECISION_KEY, parse_decision, self._on_decision, report_missing=True)
+        present: list[str] = []
+        for file in self._circuit_files():
+            key = str(file)
+            if self._read(file, parse_circuit, partial(self._on_circuit, key), report_missing=False):
+                present.append(key)
+        self._drop_circuits_except(present)
+
+    def _on_decision(self, doc: Decision | CircuitState) -> None:
+        assert isinstance(doc, Decision)
+        self._accept_decision(doc, str(self.path / DECISION_KEY))
+
+    def _on_circuit(self, key: str, doc: Decision | CircuitState) -> None:
+        assert isinstance(doc, CircuitState)
+        self._accept_circuit(key, doc, key)
+
+    def _circuit_files(self) -> list[Path]:
+        files = [self.path / CIRCUIT_KEY]
+        try:
+            entries = sorted(os.scandir(self.path), key=lambda e: e.name)
+        except OSError:
+            entries = []
+        # Skip the kubelet's "..data" and "..<timestamp>" entries: their files are the same documents.
+        files += [Path(e.path) / CIRCUIT_KEY for e in entries if not e.name.startswith(".") and e.is_dir()]
+        for extra in self.circuit_paths:
+            files.append(extra / CIRCUIT_KEY if extra.is_dir() else extra)
+        return files
+
+    def _read(
+        self,
+        file: Path,
+        parse: Callable[[bytes], Decision | CircuitState],
+        accept: Callable[[Decision | CircuitState], None],
+        *,
+        report_missing: bool,
+    ) -> bool:
+        """Read ``file`` if it changed; returns whether it exists. Bad content keeps the old document."""
+        key = str(file)
+        try:
+            st = os.stat(file)  # follows the ..data symlinks
+            signature: _Signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except FileNotFoundError:
+            signature = _MISSING
+        except OSError as exc:
+            self._report_error(key, f"cannot stat: {exc.strerror or exc}")
+            return True
+        if self._signatures.get(key) == signature:
+            return signature != _MISSING
+        if signature == _MISSING:
+            self._signatures[key] = signature
+            if report_missing:
+                self._report_error(key, "missing")
+            return False
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:  # swapped away between stat and open: the next poll sees the new one
+            return False
+        except OSError as exc:
+            self._report_error(key, f"cannot read: {exc.strerror or exc}")
+            return True
+        self._signatures[key] = signature
+        try:
+            doc = parse(data)
+        except ValidationError as exc:
+            self._report_error(key, _describe(exc))
+            return True
+        except ValueError as exc:
+            self._report_error(key, f"invalid: {type(exc).__name__}")
+            return True
+        accept(doc)
+        self._clear_error(key)
+        return True
+
+
+def _describe(exc: ValidationError) -> str:
+    """A short, stable summary (so the same problem is logged once, not once per partial write)."""
+    kinds = sorted({str(err.get("type")) for err in exc.errors()})
+    if "json_invalid" in kinds:
+        return "invalid JSON (partially written?)"
+    fields = sorted({".".join(str(p) for p in err.get("loc", ())) or "<root>" for err in exc.errors()})
+    return f"not a valid document: {', '.join(fields[:5])}"

@@ -1,0 +1,1 @@
+"""Opt-in tests against a real Kubernetes cluster (kind); `make e2e` runs them."""
