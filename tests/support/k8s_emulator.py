@@ -20,7 +20,6 @@ import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any, NamedTuple, TypeVar
 
@@ -32,182 +31,29 @@ from kmock._internal.filtering import FnCriteria
 from kmock._internal.rendering import Response, StreamingError
 
 from tests.support import k8s_emulator_errors as errors
-from tests.support.k8s_emulator_errors import REASONS, ApiError
+from tests.support.k8s_emulator_errors import ApiError
+from tests.support.k8s_emulator_hooks import Fault, RecordedRequest
+from tests.support.k8s_emulator_http import parse_api_path, parse_request, truthy
 from tests.support.k8s_emulator_patches import APPLY, PATCH_TYPES
 from tests.support.k8s_emulator_resources import DEFAULT_RESOURCES, NAMESPACES, ResourceSpec
 from tests.support.k8s_emulator_selectors import FieldSelector, LabelSelector
 from tests.support.k8s_emulator_store import ClusterState
 from tests.support.k8s_emulator_watch import Watcher, WatchItem
 
+__all__ = [
+    "ApiError",
+    "EmulatorHandle",
+    "Fault",
+    "KubeEmulator",
+    "RecordedRequest",
+    "ResourceSpec",
+    "make_sync_api_client",
+    "parse_api_path",
+    "running_emulator",
+]
+
 JSON = dict[str, Any]
 T = TypeVar("T")
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass(frozen=True)
-class ApiPath:
-    """A Kubernetes API URL taken apart (handles /api/v1/namespaces/{name}[/status] correctly)."""
-
-    group: str
-    version: str | None
-    plural: str | None = None
-    namespace: str | None = None
-    name: str | None = None
-    subresource: str | None = None
-
-
-def parse_api_path(path: str) -> ApiPath | None:
-    """Split /api/... and /apis/... paths; None for anything else (/version, /api, /apis)."""
-    parts = [p for p in path.strip("/").split("/") if p]
-    if len(parts) >= 2 and parts[0] == "api":
-        group, version, rest = "", parts[1], parts[2:]
-    elif len(parts) >= 2 and parts[0] == "apis":
-        if len(parts) == 2:
-            return ApiPath(group=parts[1], version=None)
-        group, version, rest = parts[1], parts[2], parts[3:]
-    else:
-        return None
-    if not rest:
-        return ApiPath(group=group, version=version)
-    namespace: str | None = None
-    if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
-        namespace, rest = rest[1], rest[2:]
-    return ApiPath(
-        group=group,
-        version=version,
-        plural=rest[0],
-        namespace=namespace,
-        name=rest[1] if len(rest) > 1 else None,
-        subresource="/".join(rest[2:]) or None,
-    )
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "yes")
-
-
-def _action(path: ApiPath | None, method: str, query: Mapping[str, str]) -> kmock.action | None:
-    if path is None or path.plural is None:
-        return None
-    if method == "GET":
-        if _truthy(query.get("watch")):
-            return kmock.action.WATCH
-        return kmock.action.FETCH if path.name else kmock.action.LIST
-    if method == "POST" and path.name is None:
-        return kmock.action.CREATE
-    if method in ("PATCH", "PUT") and path.name is not None:
-        return kmock.action.UPDATE
-    if method == "DELETE" and path.name is not None:
-        return kmock.action.DELETE
-    return None
-
-
-async def _parse_request(raw: aiohttp.web.BaseRequest, *, request_id: int) -> kmock.Request:
-    """Build kmock's Request with our own URL parsing (kmock 0.8 crashes on /api/v1/namespaces)."""
-    body = await raw.read()
-    text = body.decode("utf-8", errors="replace")
-    try:
-        data: Any = json.loads(text) if text.strip() else None
-    except ValueError:
-        data = None
-    path = parse_api_path(raw.path)
-    resource = None if path is None else kmock.resource(group=path.group, version=path.version,
-                                                        plural=path.plural)
-    return kmock.Request(
-        id=request_id,
-        raw_request=raw,
-        url=raw.url,
-        method=raw.method,
-        params=dict(raw.query),
-        headers=dict(raw.headers),
-        cookies=dict(raw.cookies),
-        body=body,
-        text=text,
-        data=data,
-        action=_action(path, raw.method.upper(), raw.query),
-        resource=resource,
-        namespace=path.namespace if path else None,
-        name=path.name if path else None,
-        subresource=path.subresource if path else None,
-    )
-
-
-@dataclass
-class RecordedRequest:
-    """One API request as the emulator saw it, with the HTTP status it answered."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    content_type: str | None
-    group: str | None
-    version: str | None
-    resource: str | None  # the plural, e.g. "configmaps"
-    namespace: str | None
-    name: str | None
-    subresource: str | None
-    status: int | None = None
-    faulted: bool = False  # answered by an injected fault; nothing was written
-
-    @property
-    def is_write(self) -> bool:
-        """POST, PUT, PATCH or DELETE."""
-        return self.method in WRITE_METHODS
-
-    @property
-    def is_watch(self) -> bool:
-        """A ?watch=true stream."""
-        return self.method == "GET" and _truthy(self.query.get("watch"))
-
-
-@dataclass
-class Fault:
-    """An injected failure: the next `times` matching requests answer `status` and change nothing."""
-
-    status: int
-    times: int | None = 1  # None: forever (until clear_faults)
-    methods: frozenset[str] | None = None
-    resource: str | None = None
-    namespace: str | None = None
-    name: str | None = None
-    subresource: str | EllipsisType | None = ...
-    predicate: Callable[[RecordedRequest], bool] | None = None
-    writes_only: bool = True
-    reason: str | None = None
-    message: str | None = None
-    retry_after: float | None = None
-    hits: list[RecordedRequest] = field(default_factory=list)
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether it has fired `times` times already."""
-        return self.times is not None and len(self.hits) >= self.times
-
-    def matches(self, record: RecordedRequest) -> bool:
-        """Whether this (not yet exhausted) fault applies to the request."""
-        if self.exhausted or (self.writes_only and not record.is_write):
-            return False
-        if self.methods is not None and record.method not in self.methods:
-            return False
-        if self.resource is not None and record.resource != self.resource:
-            return False
-        if self.namespace is not None and record.namespace != self.namespace:
-            return False
-        if self.name is not None and record.name != self.name:
-            return False
-        if not isinstance(self.subresource, EllipsisType) and record.subresource != self.subresource:
-            return False
-        return self.predicate is None or bool(self.predicate(record))
-
-    def render(self, record: RecordedRequest) -> aiohttp.web.Response:
-        """The Status response a real server would send for this code."""
-        name = record.name or ""
-        message = self.message or f"injected fault for {record.method} {record.path}"
-        error = ApiError(self.status, message, reason=self.reason or REASONS.get(self.status),
-                         details={"name": name, "kind": record.resource or ""})
-        headers = {"Retry-After": str(int(self.retry_after))} if self.retry_after is not None else None
-        return aiohttp.web.json_response(error.status_body(), status=self.status, headers=headers)
 
 
 def _encode_continue(namespace: str, name: str) -> str:
@@ -226,7 +72,7 @@ def _line(kind: str, obj: Mapping[str, Any]) -> bytes:
     return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
 
-@attrs.define(kw_only=True)
+@attrs.define(kw_only=True, repr=False)
 class KubeEmulator(kmock.KubernetesEmulator):
     """kmock's KubernetesEmulator with kube-apiserver semantics and test hooks.
 
@@ -261,6 +107,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             self.state.register(spec, builtin=True)
         self._create_default_namespaces()
         self.fallback[FnCriteria(self._is_resource_request)] << self._serve_resource
+
+    def __repr__(self) -> str:  # kmock's generated repr dumps every request: unreadable in test failures
+        return (f"KubeEmulator(resourceVersion={self.state.resource_version}, "
+                f"requests={len(self.request_log)}, open_watches={self.open_watches})")
 
     # ------------------------------------------------------------------ kmock integration
 
@@ -308,7 +158,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         try:
             if self.limit is not None and len(self._requests) >= self.limit:
                 raise KMockError("Too many requests have been served so far.")
-            request = await _parse_request(raw_request, request_id=len(self._requests))
+            request = await parse_request(raw_request, request_id=len(self._requests))
             self._requests.append(request)
             try:
                 return await self._handle(request)
@@ -380,7 +230,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise errors.resource_not_found()
         if sub is not None and not (sub == "status" and spec.status_subresource):
             raise errors.resource_not_found()
-        if method == "GET" and _truthy(params.get("watch")):
+        if method == "GET" and truthy(params.get("watch")):
             if request.id in self._records:  # a stream has no final status: record it as it starts
                 self._records[request.id].status = 200
             return self._serve_watch_stream(spec, namespace, name, params)
@@ -458,7 +308,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 timeout = float(params["timeoutSeconds"])
             except ValueError:
                 raise errors.bad_request("timeoutSeconds must be a number") from None
-        send_initial = _truthy(params.get("sendInitialEvents"))
+        send_initial = truthy(params.get("sendInitialEvents"))
         since = None if send_initial else params.get("resourceVersion")
         try:
             watcher, backlog = self.state.open_watch(spec, namespace, labels, fields, since)
@@ -467,12 +317,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 raise
             return Response(status=200, payload=self._error_stream(exc))
         bookmark: JSON | None = None
-        if send_initial and _truthy(params.get("allowWatchBookmarks")):
+        if send_initial and truthy(params.get("allowWatchBookmarks")):
             bookmark = {"apiVersion": spec.api_version, "kind": spec.kind, "metadata": {
                 "resourceVersion": str(self.state.resource_version),
                 "annotations": {"k8s.io/initial-events-end": "true"},
             }}
-        bookmarks = _truthy(params.get("allowWatchBookmarks"))
+        bookmarks = truthy(params.get("allowWatchBookmarks"))
         return Response(status=200, payload=self._watch_stream(watcher, backlog, timeout, bookmark, bookmarks))
 
     async def _error_stream(self, exc: ApiError) -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ import collections
 import copy
 import datetime
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -84,6 +85,7 @@ class ClusterState:
         self._watchers: set[Watcher] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._cascading: set[str] = set()  # namespaces deleted via the API: content goes, then the ns
+        self._loop_thread: int | None = None  # set once streams/waiters exist: they belong to that loop
 
     # ----------------------------------------------------------------- resources
 
@@ -194,7 +196,14 @@ class ClusterState:
         self._rv += 1
         return self._rv
 
+    def _claim_thread(self) -> None:
+        if self._loop_thread is None:
+            self._loop_thread = threading.get_ident()
+
     def _record(self, event: ChangeEvent) -> None:
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            raise RuntimeError("change the emulator's state from its event-loop thread only "
+                               "(other threads must go through the HTTP API)")
         self._history.append(event)
         while len(self._history) > self.history_limit:
             self._compacted_rv = self._history.popleft().rv
@@ -546,6 +555,7 @@ class ClusterState:
         No (or "0") resourceVersion replays the current state as ADDED events; a specific one replays
         the logged changes after it, or raises 410 Expired when those have been compacted away.
         """
+        self._claim_thread()
         watcher = Watcher(spec, namespace, labels, fields)
         backlog: list[WatchItem] = []
         if not since or since == "0":
@@ -589,6 +599,7 @@ class ClusterState:
 
     def add_waiter(self, waiter: asyncio.Future[None]) -> None:
         """Resolve this future at the next committed change (or served request)."""
+        self._claim_thread()
         self._waiters.append(waiter)
 
     def reset(self) -> None:

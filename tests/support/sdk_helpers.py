@@ -12,19 +12,31 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
+import shutil
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import confluent_kafka
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from sluice.decision import CircuitState, Decision, FallbackDelays, PolicyRef, Priorities, PriorityDecision, utcnow
 
-__all__ = ["InProcessKafka", "consume", "headers_of", "inject_fatal", "make_circuit", "make_decision"]
+__all__ = [
+    "InProcessKafka",
+    "consume",
+    "consume_all",
+    "headers_of",
+    "inject_fatal",
+    "kubelet_write",
+    "make_circuit",
+    "make_decision",
+]
 
 
 # -- documents -------------------------------------------------------------------------------------
@@ -82,12 +94,50 @@ def make_circuit(
     )
 
 
+# -- a ConfigMap volume, updated exactly as the kubelet does it ----------------------------------
+
+_SEQ = itertools.count()
+
+
+def kubelet_write(directory: Path, files: Mapping[str, str | bytes]) -> Path:
+    """Publish ``files`` into ``directory`` the way the kubelet's AtomicWriter updates a ConfigMap volume.
+
+    1. write every file into a fresh ``..<timestamp>`` directory;
+    2. point a new ``..data_tmp`` symlink at it and rename it over ``..data`` (the atomic step);
+    3. create the visible ``name -> ..data/name`` symlinks that do not exist yet;
+    4. remove visible names that are no longer keys, then the previous timestamped directory.
+    Returns the new timestamped directory.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
+    target = directory / f"..{stamp}{next(_SEQ):04d}"
+    target.mkdir()
+    for name, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
+        (target / name).write_bytes(data)
+    data_link = directory / "..data"
+    previous = os.readlink(data_link) if data_link.is_symlink() else None
+    tmp = directory / "..data_tmp"
+    os.symlink(target.name, tmp)
+    os.rename(tmp, data_link)
+    for name in files:
+        link = directory / name
+        if not link.is_symlink():
+            os.symlink(f"..data/{name}", link)
+    for entry in directory.iterdir():
+        if not entry.name.startswith("..") and entry.is_symlink() and entry.name not in files:
+            entry.unlink()
+    if previous is not None:
+        shutil.rmtree(directory / previous, ignore_errors=True)
+    return target
+
+
 # -- librdkafka through ctypes --------------------------------------------------------------------
 
 
 def _librdkafka() -> ctypes.CDLL:
     """The librdkafka confluent-kafka loaded (found through /proc/self/maps)."""
-    import confluent_kafka.cimpl  # noqa: F401 - make sure it is mapped
+    import confluent_kafka.cimpl
 
     with open("/proc/self/maps") as maps:
         for row in maps:
@@ -162,31 +212,58 @@ class InProcessKafka:
         self.close()
 
 
-def consume(
-    bootstrap: str, topic: str, count: int, *, timeout: float = 15.0, group: str | None = None
-) -> list[Message]:
-    """Read ``count`` messages of ``topic`` from the beginning (fewer if ``timeout`` passes)."""
+def consume(bootstrap: str, topic: str, count: int, *, timeout: float = 15.0) -> list[Message]:
+    """Read ``count`` messages of ``topic`` from the beginning (fewer if ``timeout`` passes).
+
+    Partitions are assigned directly (no consumer group), so there is no rebalance delay.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": group or f"sluice-test-{topic}-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
+            "group.id": "sluice-test-reader",
             "enable.auto.commit": False,
             "log_level": 2,
         }
     )
     out: list[Message] = []
+    deadline = time.monotonic() + timeout
     try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + timeout
+        partitions: list[int] = []
+        while not partitions and time.monotonic() < deadline:
+            meta = consumer.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+            info = meta.topics.get(topic)
+            if info is not None and info.error is None:
+                partitions = sorted(info.partitions)
+            else:
+                time.sleep(0.05)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while len(out) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
+            msg = consumer.poll(0.1)
             if msg is None or msg.error():
                 continue
             out.append(msg)
     finally:
         consumer.close()
     return out
+
+
+def consume_all(bootstrap: str, topic: str, *, timeout: float = 15.0) -> list[Message]:
+    """Every message of ``topic`` up to its current end (the high watermarks when called)."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "sluice-test-reader", "log_level": 2})
+    try:
+        meta = probe.list_topics(topic, timeout=timeout)
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None:
+            return []
+        total = 0
+        for partition in info.partitions:
+            low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            total += high - low
+    finally:
+        probe.close()
+    messages = consume(bootstrap, topic, total, timeout=timeout)
+    assert len(messages) == total, f"read {len(messages)} of {total} messages of {topic}"
+    return messages
 
 
 def headers_of(msg: Message) -> dict[str, Any]:

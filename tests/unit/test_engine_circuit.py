@@ -181,7 +181,10 @@ def test_restart_with_an_open_circuit_stays_open() -> None:
 
 
 def test_status_round_trip_over_a_whole_life() -> None:
-    results: list[CircuitResult] = ["fail"] * 5 + ["unknown"] * 10 + ["ok", "fail"] + ["unknown"] * 10 + ["ok"] * 4
+    fail: list[CircuitResult] = ["fail"]
+    unknown: list[CircuitResult] = ["unknown"]
+    ok: list[CircuitResult] = ["ok"]
+    results = fail * 5 + unknown * 10 + ok + fail + unknown * 10 + ok * 4
     memory: CircuitMemory | None = None
     for i, result in enumerate(results):
         now = T0 + 6.1 * i

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from sluice.decision import PRIORITIES
-
 from sluice_operator.api.policy import BackpressurePolicy
 from sluice_operator.simulate import Mode, ScenarioError, dumps, metrics, parse_scenario, simulate
 from sluice_operator.validation import InvalidResources, Problem, load_objects, read_text
@@ -91,11 +90,17 @@ def run(args: argparse.Namespace) -> int:
     for line in _summary(doc):
         print(line)
     print(f"wrote {out / 'metrics.json'}")
-    try:
-        from sluice_operator.simulate.plot import render
+    from sluice_operator.simulate.plot import render
 
-        (out / "timeline.png").write_bytes(render(result))
-        print(f"wrote {out / 'timeline.png'}")
+    try:
+        png = render(result)
     except ImportError:
         print("matplotlib is not installed: no timeline.png (pip install 'sluice-backpressure[demo]')")
+        return 0
+    try:
+        (out / "timeline.png").write_bytes(png)
+    except OSError as exc:
+        print(f"{out}: cannot write timeline.png: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out / 'timeline.png'}")
     return 0

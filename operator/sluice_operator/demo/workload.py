@@ -17,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ class ProducerFleet:
             )
         return out
 
-    def stop(self, flush_timeout: float = 5.0) -> None:
+    def stop(self, flush_timeout: float = 2.0) -> None:
         """Stop the clients, then flush and close every producer and decision source."""
         self._stop.set()
         for thread in self._threads:
@@ -238,8 +238,3 @@ class CappedConsumer:
             self._consumer.close()
         except (KafkaException, RuntimeError) as error:
             log.debug("consumer close: %s", error)
-
-
-def offered_by(rates: Mapping[Priority, float]) -> Callable[[Priority], float]:
-    """A constant offered-load function (for tests and a fixed load)."""
-    return lambda priority: rates[priority]

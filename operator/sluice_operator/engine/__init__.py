@@ -3,6 +3,22 @@
 Nothing here imports kopf, kubernetes or a network client; time is passed in as epoch seconds.
 That keeps the engine testable in microseconds and shared by the operator, `sluice decide`, the
 simulator and the demo.
+
+Policies::
+
+    outcome = evaluate(spec_or_params, backlog_or_None, now, memory_or_None, signal="prometheus")
+    memory = outcome.memory                      # keep it; pass it to the next evaluate
+    status_patch = policy_to_status(memory)      # ... and back: policy_from_status(status)
+    doc = build_decision(outcome, namespace=..., name=..., now=aware_datetime, ttl_seconds=...)
+
+Circuits::
+
+    s = step(cb_spec, memory_or_None, now, "ok" | "fail" | "unknown")   # s.memory, s.transition
+    circuit_to_status(s.memory); circuit_from_status(status)
+    circuit_document(cb_spec, s.memory, name, aware_datetime)
+
+One module per concern: zones (formulas), hysteresis, fallback, smoothing, policy_state (memory and
+status), evaluate, document, circuit, params (spec compiled once), clock (time resolution).
 """
 
 from sluice_operator.engine.circuit import (

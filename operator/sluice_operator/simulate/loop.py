@@ -2,9 +2,10 @@
 
 Each step of ``stepSeconds``:
 
-1. At a poll time the operator reads the backlog (``signalAgeSeconds`` old; unavailable inside a
-   ``signalOutages`` window) and calls `engine.evaluate` with the memory of the previous poll,
-   exactly as the reconcile cycle does. The next poll is ``interval + uniform(0, jitter)`` later.
+1. At each poll time (exact, not snapped to the step) the operator reads the backlog
+   (``signalAgeSeconds`` old; unavailable inside a ``signalOutages`` window) and calls
+   `engine.evaluate` with the memory of the previous poll, exactly as the reconcile cycle does.
+   The next poll is ``interval + uniform(0, jitter)`` later.
 2. Producers act on the newest decision that has reached them: decision published at ``t_pub``
    reaches a producer at ``t_pub + its propagation delay``. A producer offered ``o`` msgs/s that
    must sleep ``d`` seconds per message sends ``1 / (1/o + d)`` msgs/s, a fraction ``1 / (1 + o*d)``
@@ -24,14 +25,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sluice.decision import PRIORITIES, Zone
-
 from sluice_operator.api.policy import BackpressurePolicySpec, Fallback, Hysteresis, Smoothing
 from sluice_operator.engine import Outcome, PolicyMemory, compile_policy, evaluate
 from sluice_operator.engine.zones import ZONE_INDEX
 from sluice_operator.simulate.noise import Jitter, poisson, stream
-from sluice_operator.simulate.scenario import Scenario, rate_at
+from sluice_operator.simulate.scenario import Scenario, Schedule
 
-__all__ = ["MODES", "SIM_EPOCH", "Evaluation", "Mode", "PriorityTotals", "SimulationResult", "simulate", "spec_for_mode"]
+__all__ = [
+    "MODES",
+    "SIM_EPOCH",
+    "Evaluation",
+    "Mode",
+    "PriorityTotals",
+    "SimulationResult",
+    "simulate",
+    "spec_for_mode",
+]
 
 Mode = Literal["none", "origin", "sluice"]
 MODES: tuple[Mode, ...] = ("none", "origin", "sluice")
@@ -171,12 +180,15 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
     )
     noise = scenario.noise
     groups = [scenario.producers.get(p) for p in PRIORITIES]
+    offers = [Schedule(g.rate) if g is not None else None for g in groups]
+    capacity_at = Schedule(scenario.consumer.capacity)
     cohorts = _cohorts(scenario, seed)
     poll_rng = stream(seed, "polling")
     count_rngs = [stream(seed, f"offered:{p}") for p in PRIORITIES]
     consumer_rng = stream(seed, "consumer")
     jitters = [
-        Jitter(stream(seed, f"jitter:{p}"), noise.rate_jitter, noise.jitter_time_constant_seconds, dt) for p in PRIORITIES
+        Jitter(stream(seed, f"jitter:{p}"), noise.rate_jitter, noise.jitter_time_constant_seconds, dt)
+        for p in PRIORITIES
     ]
     consumer_jitter = Jitter(stream(seed, "jitter:consumer"), noise.rate_jitter, noise.jitter_time_constant_seconds, dt)
     outages = [(w.start, w.end) for w in scenario.signal_outages]
@@ -210,17 +222,20 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
     for k in range(steps):
         t = k * dt
         history.append(backlog)
-        if t >= next_poll - 1e-9:
-            reading = None if _in_windows(t, outages) else history[max(0, k - age_steps)]
-            outcome = evaluate(params, reading, SIM_EPOCH + t, memory)
+        while next_poll < t + dt - 1e-9:  # polls keep their own cadence, whatever the step
+            tp = next_poll
+            reading = None if _in_windows(tp, outages) else history[max(0, k - age_steps)]
+            outcome = evaluate(params, reading, SIM_EPOCH + tp, memory)
             memory = outcome.memory
-            _record(result, t, outcome)
+            _record(result, tp, outcome)
             zones = [ZONE_INDEX[po.zone] for po in outcome.priorities]
             if mode != "none":
                 po = outcome.priorities
-                pub_times.append(t)
-                pub_values.append(((po[0].delay_ms, po[0].shed), (po[1].delay_ms, po[1].shed), (po[2].delay_ms, po[2].shed)))
-            next_poll = t + interval + (poll_rng.uniform(0.0, poll_jitter) if poll_jitter > 0 else 0.0)
+                pub_times.append(tp)
+                pub_values.append(
+                    ((po[0].delay_ms, po[0].shed), (po[1].delay_ms, po[1].shed), (po[2].delay_ms, po[2].shed))
+                )
+            next_poll = tp + interval + (poll_rng.uniform(0.0, poll_jitter) if poll_jitter > 0 else 0.0)
 
         in_surge = surge is not None and surge[0] <= t < surge[1]
         after_surge = surge is not None and t >= surge[1]
@@ -232,8 +247,9 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
             series.zone[i].append(zones[i])
             group = groups[i]
             offered = accepted = shed = 0.0
-            if group is not None and group.count > 0:
-                per_producer = rate_at(group.rate, t) * jitters[i].next()
+            offer = offers[i]
+            if group is not None and offer is not None and group.count > 0:
+                per_producer = offer.at(t) * jitters[i].next()
                 mean = per_producer * group.count * dt
                 offered = poisson(count_rngs[i], mean) if noise.poisson else mean
                 accept_share = shed_share = 0.0
@@ -267,7 +283,7 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
             series.shed[i].append(shed / dt)
             produced += accepted
 
-        capacity_mean = rate_at(scenario.consumer.capacity, t) * consumer_jitter.next() * dt
+        capacity_mean = capacity_at.at(t) * consumer_jitter.next() * dt
         capacity = poisson(consumer_rng, capacity_mean) if noise.poisson else capacity_mean
         consumed = min(backlog + produced, capacity)
         backlog = backlog + produced - consumed

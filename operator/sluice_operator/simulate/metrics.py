@@ -8,18 +8,18 @@ Definitions (per priority unless said otherwise):
 * ``surge``: the same counts inside the scenario's surge window, plus ``goodputVsCapacity``
   (all priorities' goodput / consumer capacity in the window), ``zoneChanges`` from the start of
   the surge to the end of the run, ``goodputRatioAfter`` (from the end of the surge to the end of
-  the run: what delays still cost once the load is back to normal), and ``recoverySeconds``: from the end of the surge until every
-  priority is green for good (null when the run ends before that).
+  the run: what delays still cost once the load is back to normal), and ``recoverySeconds``: from
+  the end of the surge until every priority is green for good (null when the run ends before that).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from typing import Any
 
 from sluice.decision import PRIORITIES
-
 from sluice_operator.engine.zones import ZONES
 from sluice_operator.simulate.loop import Evaluation, SimulationResult
 
@@ -30,7 +30,7 @@ METRICS_VERSION = 1
 
 def _r(value: float, digits: int = 3) -> float:
     """Round for output; -0.0 becomes 0.0 so equal runs print equal bytes."""
-    out = round(value, digits)
+    out = round(float(value), digits)
     return out + 0.0 if out == 0 else out
 
 
@@ -43,14 +43,14 @@ def recovery_seconds(evaluations: list[Evaluation], surge_end: float) -> float |
     if not evaluations or any(z != "green" for z in evaluations[-1].zones):
         return None
     green_from = evaluations[0].t
-    for before, after in zip(evaluations, evaluations[1:], strict=False):
+    for before, after in itertools.pairwise(evaluations):
         if any(z != "green" for z in before.zones):
             green_from = after.t
     return _r(max(0.0, green_from - surge_end))
 
 
 def _zone_changes(evaluations: list[Evaluation], since: float) -> dict[str, int]:
-    counts = dict.fromkeys(PRIORITIES, 0)
+    counts: dict[str, int] = dict.fromkeys(PRIORITIES, 0)
     for ev in evaluations:
         if ev.t >= since:
             for priority, _before, _after in ev.changes:

@@ -10,7 +10,6 @@ import io
 from typing import Any
 
 from sluice.decision import PRIORITIES
-
 from sluice_operator.simulate.loop import SimulationResult
 
 __all__ = ["render"]
@@ -83,7 +82,7 @@ def render(result: SimulationResult, title: str | None = None) -> bytes:
     ax_s.set_ylabel("shed msgs/s")
     ax_s.legend(loc="upper right", fontsize=7, ncol=3)
 
-    for i, p in enumerate(PRIORITIES):
+    for i in range(len(PRIORITIES)):
         _zone_band(ax_z, s.t, s.zone[i], len(PRIORITIES) - 1 - i)
     ax_z.set_yticks(range(len(PRIORITIES)), list(reversed(PRIORITIES)))
     ax_z.set_ylim(-0.5, len(PRIORITIES) - 0.5)
@@ -98,7 +97,7 @@ def render(result: SimulationResult, title: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _line(ax: Any, color: str, style: str, label: str) -> Any:
+def _line(ax: Any, color: str, style: Any, label: str) -> Any:
     from matplotlib.lines import Line2D
 
     return Line2D([], [], color=color, linestyle=style, label=label)

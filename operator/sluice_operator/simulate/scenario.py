@@ -12,16 +12,17 @@ same plain words as `sluice validate`.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from sluice.decision import PRIORITIES, Priority
 
+from sluice.decision import PRIORITIES, Priority
 from sluice_operator.validation import YamlLoader, explain, format_path
 
 __all__ = [
@@ -34,9 +35,9 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScenarioProblem",
+    "Schedule",
     "TimeWindow",
     "parse_scenario",
-    "rate_at",
 ]
 
 #: A week of simulated time is more than any question about a control loop needs.
@@ -56,12 +57,13 @@ class RatePoint(_Model):
     rate: float = Field(ge=0, le=1e9)
 
 
-def _check_points(points: Sequence[RatePoint]) -> None:
+def _check_points(points: list[RatePoint]) -> list[RatePoint]:
     if points[0].at != 0:
         raise ValueError(f"the first point must be at 0 (got at {points[0].at:g})")
-    for before, after in zip(points, points[1:], strict=False):
+    for before, after in itertools.pairwise(points):
         if after.at <= before.at:
             raise ValueError(f"points must be in increasing `at` order ({after.at:g} follows {before.at:g})")
+    return points
 
 
 class ProducerGroup(_Model):
@@ -70,10 +72,10 @@ class ProducerGroup(_Model):
     count: int = Field(ge=0, le=100_000)
     rate: list[RatePoint] = Field(min_length=1, max_length=10_000)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ProducerGroup:
-        _check_points(self.rate)
-        return self
+    @field_validator("rate")
+    @classmethod
+    def _ordered(cls, points: list[RatePoint]) -> list[RatePoint]:
+        return _check_points(points)
 
 
 class Producers(_Model):
@@ -94,10 +96,10 @@ class Consumer(_Model):
 
     capacity: list[RatePoint] = Field(min_length=1, max_length=10_000)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Consumer:
-        _check_points(self.capacity)
-        return self
+    @field_validator("capacity")
+    @classmethod
+    def _ordered(cls, points: list[RatePoint]) -> list[RatePoint]:
+        return _check_points(points)
 
 
 class Propagation(_Model):
@@ -129,7 +131,7 @@ class Noise(_Model):
     """
 
     poisson: bool = True
-    rate_jitter: float = Field(default=0.05, ge=0, le=0.5)
+    rate_jitter: float = Field(default=0.02, ge=0, le=0.5)
     jitter_time_constant_seconds: float = Field(default=20.0, gt=0, le=86400)
 
 
@@ -172,6 +174,8 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        if all(self.producers.get(p) is None for p in PRIORITIES):
+            raise ValueError("producers: give at least one of high, medium, low")
         steps = self.duration_seconds / self.step_seconds
         if steps < 1:
             raise ValueError(
@@ -183,18 +187,22 @@ class Scenario(_Model):
                 "(use a coarser stepSeconds)"
             )
         if self.surge is not None and self.surge.end > self.duration_seconds:
-            raise ValueError(
-                f"surge.end ({self.surge.end:g}) must be <= durationSeconds ({self.duration_seconds:g})"
-            )
+            raise ValueError(f"surge.end ({self.surge.end:g}) must be <= durationSeconds ({self.duration_seconds:g})")
         if all(self.producers.get(p) is None for p in PRIORITIES):
             raise ValueError("producers: give at least one of high, medium, low")
         return self
 
 
-def rate_at(points: Sequence[RatePoint], t: float) -> float:
-    """The piecewise-constant rate at time `t` (the last point with `at <= t`)."""
-    index = bisect.bisect_right([p.at for p in points], t) - 1
-    return points[max(index, 0)].rate
+class Schedule:
+    """A piecewise-constant rate, looked up by time (the last point with `at <= t`)."""
+
+    def __init__(self, points: Sequence[RatePoint]) -> None:
+        self._times = [p.at for p in points]
+        self._rates = [p.rate for p in points]
+
+    def at(self, t: float) -> float:
+        """The rate at time `t`."""
+        return self._rates[max(bisect.bisect_right(self._times, t) - 1, 0)]
 
 
 @dataclass(frozen=True)
