@@ -89,6 +89,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     state: ClusterState = attrs.field(init=False)
     request_log: list[RecordedRequest] = attrs.field(factory=list, init=False)
+    #: kmock's own request history makes its DSL filters cost O(requests) per request; large
+    #: benchmarks switch it off (our `request_log` still records everything).
+    keep_kmock_history: bool = attrs.field(default=True, kw_only=True)
+    _served: int = attrs.field(default=0, init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
     _records: dict[int, RecordedRequest] = attrs.field(factory=dict, init=False)  # by kmock request id
 
@@ -158,7 +162,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         try:
             if self.limit is not None and len(self._requests) >= self.limit:
                 raise KMockError("Too many requests have been served so far.")
-            request = await parse_request(raw_request, request_id=len(self._requests))
+            self._served += 1
+            request = await parse_request(raw_request, request_id=self._served)
             self._requests.append(request)
             try:
                 return await self._handle(request)
@@ -167,6 +172,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if exc.__cause__ is not None:
                     raise exc.__cause__ from None
                 raise
+            finally:
+                if not self.keep_kmock_history:
+                    self._requests.remove(request)
         except Exception as exc:
             if not self._errors:
                 raise
@@ -569,6 +577,7 @@ async def running_emulator(
     garbage_collection: bool = True,
     history_limit: int = 10_000,
     check_errors: bool = True,
+    keep_kmock_history: bool = True,
 ) -> AsyncIterator[EmulatorHandle]:
     """Serve a fresh emulator over HTTP on a free 127.0.0.1 port for the duration of the block.
 
@@ -580,6 +589,7 @@ async def running_emulator(
         require_namespaces=require_namespaces,
         garbage_collection=garbage_collection,
         history_limit=history_limit,
+        keep_kmock_history=keep_kmock_history,
     )
     async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
         try:

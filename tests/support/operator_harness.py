@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+
 from sluice_operator.kube import Connection
 from sluice_operator.runtime import OperatorRuntime
 from sluice_operator.settings import Settings
 from sluice_operator.wiring import build_signals
-
 from tests.support.k8s_emulator_kopf import quick_settings
 
 POLICIES = "sluice.dev/v1alpha1/backpressurepolicies"
