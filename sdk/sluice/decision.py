@@ -32,8 +32,8 @@ Enforcement = Literal["Enforce", "Observe"]
 #: Conservative delays (ms) a producer applies when it holds no fresh document at all.
 BUILTIN_CONSERVATIVE_MS: dict[Priority, int] = {"high": 100, "medium": 500, "low": 1000}
 
-#: Fields that change on every refresh without changing what a producer does.
-VOLATILE_FIELDS = frozenset({"epoch", "generatedAt", "expiresAt"})
+#: Fields that change between evaluations without changing what a producer does.
+VOLATILE_FIELDS = frozenset({"epoch", "generatedAt", "expiresAt", "backlog", "reason"})
 
 
 class _Doc(BaseModel):

@@ -8,6 +8,7 @@ back, so a message counted twice, lost, or written twice fails the test.
 from __future__ import annotations
 
 import collections
+import time
 
 from confluent_kafka import KafkaError, Message
 
@@ -39,11 +40,12 @@ def test_exactly_one_outcome_per_accepted_message() -> None:
             on_shed="dlq",
             delivery_reports="all",
             on_dead_letter=on_dead_letter,
-            fail_closed_seconds=0.05,  # let the denied topic be tried again and again
+            fail_closed_seconds=0.25,
         )
         accepted: set[str] = set()
         refused: set[str] = set()
-        for i in range(N):
+
+        def send(i: int) -> None:
             key = f"id-{i}"
             topic = "inv-denied" if i % 13 == 0 else "inv-good"
             value = b"x" * 6000 if i % 10 == 0 else f"value-{i}".encode()
@@ -52,8 +54,20 @@ def test_exactly_one_outcome_per_accepted_message() -> None:
                 producer.produce(topic, value, key.encode(), priority=priority, on_delivery=on_delivery)
             except TopicUnavailableError:
                 refused.add(key)
-                continue
+                return
             accepted.add(key)
+
+        # Phase 1: the denied topic fails once and the producer fails closed on it ...
+        send(13)
+        assert producer.flush(10) == 0 and producer.health()["blocked_topics"] == ["inv-denied"]
+        # ... phase 2: so its messages are refused at produce time while everything else flows ...
+        for i in range(N // 2):
+            if i != 13:
+                send(i)
+        # ... phase 3: the fail-closed period ends and its messages are accepted (and fail) again.
+        time.sleep(0.3)
+        for i in range(N // 2, N):
+            send(i)
         assert producer.flush(30) == 0
 
         # Each callback fired at most once per message, and the three sets partition the accepted ones.

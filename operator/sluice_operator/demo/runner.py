@@ -48,6 +48,12 @@ class View(Protocol):
     def update(self, timeline: Timeline) -> None: ...
 
 
+class ViewFactory(Protocol):
+    """Opens a View for the run (a context manager, so a live display is torn down cleanly)."""
+
+    def __call__(self, timeline: Timeline, objects: DemoObjects) -> contextlib.AbstractContextManager[View]: ...
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     duration: float = 90.0
@@ -99,10 +105,6 @@ def run_demo(config: DemoConfig, view_factory: ViewFactory, *, started: float | 
         stack.callback(consumer.stop)
         return asyncio.run(_run(config, view_factory, cluster, consumer, objects, root / "decisions", started))
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
-
-
-class ViewFactory(Protocol):
-    def __call__(self, timeline: Timeline, objects: DemoObjects) -> contextlib.AbstractContextManager[View]: ...
 
 
 async def _run(config: DemoConfig, view_factory: ViewFactory, cluster: MockKafkaCluster, consumer: CappedConsumer,

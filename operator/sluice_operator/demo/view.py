@@ -69,12 +69,30 @@ def lag_bar(lag: float | None, window: Window, shed_above: float | None, width: 
     return text
 
 
-def _table(timeline: Timeline, objects: DemoObjects) -> Table:
+#: Columns by importance: narrower terminals drop the later groups (wide: everything).
+_ESSENTIAL = ("priority", "zone", "delay", "shed", "offered/s", "sent/s", "shed/s", "rejected/s")
+_MEDIUM = ("lag vs thresholds", "delayed/s")
+_WIDE = ("green/yellow/red", "total sent/shed/rejected")
+_ORDER = ("priority", "lag vs thresholds", "green/yellow/red", "zone", "delay", "shed", "offered/s", "sent/s",
+          "delayed/s", "shed/s", "rejected/s", "total sent/shed/rejected")
+
+
+def _columns(width: int) -> list[str]:
+    shown = set(_ESSENTIAL)
+    if width >= 120:
+        shown.update(_MEDIUM)
+    if width >= 165:
+        shown.update(_WIDE)
+    return [c for c in _ORDER if c in shown]
+
+
+def _table(timeline: Timeline, objects: DemoObjects, width: int) -> Table:
     sample = timeline.latest()
+    columns = _columns(width)
     table = Table(expand=False, pad_edge=False, header_style="bold")
-    for column in ("priority", "lag vs thresholds", "green/yellow/red", "zone", "delay", "shed", "offered/s",
-                   "sent/s", "delayed/s", "shed/s", "rejected/s", "total sent/shed/rejected"):
-        table.add_column(column, justify="left" if column in ("priority", "zone", "lag vs thresholds") else "right")
+    for column in columns:
+        table.add_column(column, no_wrap=True,
+                         justify="left" if column in ("priority", "zone", "lag vs thresholds") else "right")
     if sample is None:
         return table
     phase = scenario.phase_at(timeline.phases, sample.t)
@@ -82,20 +100,22 @@ def _table(timeline: Timeline, objects: DemoObjects) -> Table:
     for priority in PRIORITIES:
         zone = sample.zones[priority]
         totals = sample.counts[priority]
-        table.add_row(
-            priority,
-            lag_bar(sample.lag, windows[priority], objects.shed_level(priority)),
-            f"{windows[priority].green:g}/{windows[priority].yellow:g}/{windows[priority].red:g}",
-            Text(zone, style=ZONE_STYLE.get(zone, "")),
-            f"{sample.delays[priority]:,} ms",
-            Text("SHED", style="bold red") if sample.shed[priority] else Text("-", style="dim"),
-            f"{phase.offered()[priority]:.0f}",
-            f"{timeline.rate(priority, 'sent'):.0f}",
-            f"{timeline.rate(priority, 'delayed'):.0f}",
-            f"{timeline.rate(priority, 'shed'):.0f}",
-            f"{timeline.rate(priority, 'rejected'):.0f}",
-            f"{totals.sent:,} / {totals.shed:,} / {totals.rejected:,}",
-        )
+        window = windows[priority]
+        cells: dict[str, RenderableType] = {
+            "priority": priority,
+            "lag vs thresholds": lag_bar(sample.lag, window, objects.shed_level(priority)),
+            "green/yellow/red": f"{window.green:g}/{window.yellow:g}/{window.red:g}",
+            "zone": Text(zone, style=ZONE_STYLE.get(zone, "")),
+            "delay": f"{sample.delays[priority]:,} ms",
+            "shed": Text("SHED", style="bold red") if sample.shed[priority] else Text("-", style="dim"),
+            "offered/s": f"{phase.offered()[priority]:.0f}",
+            "sent/s": f"{timeline.rate(priority, 'sent'):.0f}",
+            "delayed/s": f"{timeline.rate(priority, 'delayed'):.0f}",
+            "shed/s": f"{timeline.rate(priority, 'shed'):.0f}",
+            "rejected/s": f"{timeline.rate(priority, 'rejected'):.0f}",
+            "total sent/shed/rejected": f"{totals.sent:,} / {totals.shed:,} / {totals.rejected:,}",
+        }
+        table.add_row(*(cells[c] for c in columns))
     return table
 
 
@@ -113,17 +133,17 @@ def _circuit_text(timeline: Timeline, objects: DemoObjects) -> Text:
     return text
 
 
-def render(timeline: Timeline, objects: DemoObjects) -> RenderableType:
-    """The whole dashboard."""
+def render(timeline: Timeline, objects: DemoObjects, width: int = 200) -> RenderableType:
+    """The whole dashboard, with as many table columns as `width` (the terminal's) allows."""
     sample = timeline.latest()
     events = Text()
     for i, (t, message) in enumerate(timeline.events[-6:]):
         events.append(("\n" if i else "") + f"{t:6.1f}s  ", style="dim")
-        events.append(message[:150])
+        events.append(message[: max(40, width - 20)])
     body = Group(
         _phase_text(timeline, sample.t if sample else 0.0),
         _lag_text(timeline, objects),
-        _table(timeline, objects),
+        _table(timeline, objects, width),
         _circuit_text(timeline, objects),
         Panel(events, title="operator events", title_align="left", border_style="dim"),
     )
@@ -164,7 +184,7 @@ class LiveView:
         self.objects = objects
 
     def update(self, timeline: Timeline) -> None:
-        self.live.update(render(timeline, self.objects), refresh=True)
+        self.live.update(render(timeline, self.objects, self.live.console.width), refresh=True)
 
 
 class LineView:
@@ -184,7 +204,7 @@ class LineView:
 @contextlib.contextmanager
 def live_view(timeline: Timeline, objects: DemoObjects) -> Iterator[LiveView]:
     console = Console(file=sys.stdout)
-    with Live(render(timeline, objects), console=console, auto_refresh=False, redirect_stderr=False,
+    with Live(render(timeline, objects, console.width), console=console, auto_refresh=False, redirect_stderr=False,
               transient=False) as live:
         yield LiveView(live, objects)
 
