@@ -3,35 +3,65 @@
 ``ThrottledProducer`` wraps ``confluent_kafka.Producer``; a decision source (``DirectoryDecisions``
 for a mounted ConfigMap or local mode, ``ConfigMapDecisions`` for the Kubernetes API watch,
 ``StaticDecisions`` for tests) feeds it the operator's documents.
+
+Only the decision documents are imported eagerly: the operator imports ``sluice.decision`` and must
+not pay for confluent-kafka, prometheus-client or the kubernetes client. Everything else is
+imported on first use (``from sluice import ThrottledProducer`` works as usual).
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from sluice.classify import Route, classify_delivery, classify_error
 from sluice.decision import CircuitState, Decision, PriorityDecision
-from sluice.dlq import DeadLetter
-from sluice.errors import (
-    CircuitOpenError,
-    FatalProducerError,
-    PermanentMessageError,
-    ProduceError,
-    ProducerClosedError,
-    RetryBudgetExceededError,
-    ShedError,
-    SluiceError,
-    StaleDecisionError,
-    TopicUnavailableError,
-)
-from sluice.outcomes import Outcomes
-from sluice.retry import RetryPolicy
-from sluice.watch import DecisionSource, SourceView, StaticDecisions
-from sluice.watch_dir import DirectoryDecisions
 
 if TYPE_CHECKING:
+    from sluice.classify import Route, classify_delivery, classify_error
+    from sluice.dlq import DeadLetter
+    from sluice.errors import (
+        CircuitOpenError,
+        FatalProducerError,
+        PermanentMessageError,
+        ProduceError,
+        ProducerClosedError,
+        RetryBudgetExceededError,
+        ShedError,
+        SluiceError,
+        StaleDecisionError,
+        TopicUnavailableError,
+    )
+    from sluice.outcomes import Outcomes
     from sluice.producer import ThrottledProducer
+    from sluice.retry import RetryPolicy
+    from sluice.watch import DecisionSource, SourceView, StaticDecisions
     from sluice.watch_api import ConfigMapDecisions
+    from sluice.watch_dir import DirectoryDecisions
 
 __version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "Route": "sluice.classify",
+    "classify_delivery": "sluice.classify",
+    "classify_error": "sluice.classify",
+    "DeadLetter": "sluice.dlq",
+    "CircuitOpenError": "sluice.errors",
+    "FatalProducerError": "sluice.errors",
+    "PermanentMessageError": "sluice.errors",
+    "ProduceError": "sluice.errors",
+    "ProducerClosedError": "sluice.errors",
+    "RetryBudgetExceededError": "sluice.errors",
+    "ShedError": "sluice.errors",
+    "SluiceError": "sluice.errors",
+    "StaleDecisionError": "sluice.errors",
+    "TopicUnavailableError": "sluice.errors",
+    "Outcomes": "sluice.outcomes",
+    "ThrottledProducer": "sluice.producer",
+    "RetryPolicy": "sluice.retry",
+    "DecisionSource": "sluice.watch",
+    "SourceView": "sluice.watch",
+    "StaticDecisions": "sluice.watch",
+    "ConfigMapDecisions": "sluice.watch_api",
+    "DirectoryDecisions": "sluice.watch_dir",
+}
 
 __all__ = [
     "CircuitOpenError",
@@ -64,13 +94,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy imports: ``import sluice`` must not need confluent-kafka's producer setup or kubernetes."""
-    if name == "ThrottledProducer":
-        from sluice.producer import ThrottledProducer
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sluice' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # next access is a plain attribute
+    return value
 
-        return ThrottledProducer
-    if name == "ConfigMapDecisions":
-        from sluice.watch_api import ConfigMapDecisions
 
-        return ConfigMapDecisions
-    raise AttributeError(f"module 'sluice' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

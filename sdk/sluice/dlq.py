@@ -49,8 +49,10 @@ __all__ = [
     "H_VALUE_ENCODING",
     "H_VALUE_TRUNCATED",
     "DeadLetter",
+    "Header",
     "Reason",
     "encode_value",
+    "normalize_headers",
 ]
 
 H_ORIGINAL_TOPIC = "sluice.original-topic"

@@ -13,6 +13,7 @@ Needs the ``kubernetes`` package (imported when the class is instantiated, not w
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -103,6 +104,10 @@ class ConfigMapDecisions(DecisionSource):
         self._stop.set()
         for watch in list(self._watches.values()):
             watch.stop()
+            response = getattr(watch, "_resp", None)  # unblock a thread waiting for the next event
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response.close()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=0.5)
@@ -169,7 +174,6 @@ class ConfigMapDecisions(DecisionSource):
                 allow_watch_bookmarks=True,
                 timeout_seconds=self.watch_timeout,
                 _request_timeout=(self.request_timeout, self.watch_timeout + self.request_timeout),
-                deserialize=False,
             )
             self._mark(name, True)
             for event in stream:
@@ -186,7 +190,8 @@ class ConfigMapDecisions(DecisionSource):
 
     def _on_event(self, name: str, event: Mapping[str, Any], rv: str) -> str:
         kind = event.get("type")
-        obj = event.get("object") or event.get("raw_object") or {}
+        raw = event.get("raw_object")  # the plain JSON object (event["object"] is the client's model)
+        obj: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         if kind == "ERROR":
             if obj.get("code") == _GONE:
                 raise _Gone

@@ -177,7 +177,7 @@ class InProcessKafka:
     """librdkafka's mock cluster hosted by a client in this process, with fault injection."""
 
     def __init__(self, num_brokers: int = 3, topics: Mapping[str, int] | None = None) -> None:
-        self._host = Producer({"test.mock.num.brokers": num_brokers, "log_level": 2})
+        self._host: Producer | None = Producer({"test.mock.num.brokers": num_brokers, "log_level": 2})
         self._lib = _librdkafka()
         self._mcluster = self._lib.rd_kafka_handle_mock_cluster(_rk(self._host))
         assert self._mcluster, "client has no mock cluster"
@@ -269,7 +269,8 @@ def consume_all(bootstrap: str, topic: str, *, timeout: float = 15.0) -> list[Me
 def headers_of(msg: Message) -> dict[str, Any]:
     """A message's headers as a dict (str values decoded, the original key left as bytes)."""
     out: dict[str, Any] = {}
-    for name, value in msg.headers() or []:
+    raw = msg.headers() or []
+    for name, value in raw.items() if isinstance(raw, dict) else raw:
         if isinstance(value, bytes) and name != "sluice.original-key":
             out[name] = value.decode()
         else:
