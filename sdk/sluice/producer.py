@@ -61,6 +61,8 @@ _monotonic = time.monotonic
 _NEG_INF = -math.inf
 #: How often produce() serves delivery reports and looks for a new document version.
 _TICK_S = 0.001
+#: While a message waits out a delay, re-check the decision this often (a circuit may open).
+_RECHECK_WAIT_S = 0.1
 #: Slow-path housekeeping (error-rate samples, fail-closed expiry, stale warnings) at least this often.
 _HOUSEKEEPING_S = 5.0
 _STALE_WARN_EVERY_S = 60.0
@@ -193,8 +195,18 @@ class ThrottledProducer:
         delay = self._gate(plan, topic, value, key, headers, on_delivery)
         if delay is None:
             return
-        if delay > 0:
-            self._wait(delay)
+        started = _monotonic()
+        while delay > 0:
+            newer = self._wait_for_decision(priority, plan, started + delay)
+            if newer is None:
+                break
+            # The decision changed while this message waited (a circuit opened, shedding began,
+            # the delay changed): apply the new one, counting the time already waited.
+            plan = newer
+            gated = self._gate(plan, topic, value, key, headers, on_delivery)
+            if gated is None:
+                return
+            delay = gated - (_monotonic() - started)
         self._send(topic, value, key, plan, headers, on_delivery, None)
 
     async def aproduce(
@@ -217,8 +229,22 @@ class ThrottledProducer:
         delay = self._gate(plan, topic, value, key, headers, on_delivery)
         if delay is None:
             return
-        if delay > 0:
-            await asyncio.sleep(delay)
+        started = _monotonic()
+        while delay > 0:
+            deadline = started + delay
+            newer = None
+            while (remaining := deadline - _monotonic()) > 0:
+                await asyncio.sleep(min(remaining, _RECHECK_WAIT_S))
+                newer = self._newer_plan(priority, plan)
+                if newer is not None:
+                    break
+            if newer is None:
+                break
+            plan = newer
+            gated = self._gate(plan, topic, value, key, headers, on_delivery)
+            if gated is None:
+                return
+            delay = gated - (_monotonic() - started)
         backoff = Backoff(self.retry, _monotonic())
         if self._key_serializer is not None or self._value_serializer is not None:
             while True:
@@ -455,6 +481,21 @@ class ThrottledProducer:
     def _count_rejected(self, idx: int) -> None:
         self.counts.failed[idx] += 1
         self._rejected_errors += 1
+
+    def _newer_plan(self, priority: str, plan: Plan) -> Plan | None:
+        """The plan now in force for `priority` when it differs from `plan` (picks up new documents)."""
+        self._tick()
+        current: Plan = self._table[priority][2]
+        return None if current is plan else current
+
+    def _wait_for_decision(self, priority: str, plan: Plan, deadline: float) -> Plan | None:
+        """Wait until `deadline`, serving delivery reports; return early with a newer plan if one arrives."""
+        while (remaining := deadline - _monotonic()) > 0:
+            self._wait(min(remaining, _RECHECK_WAIT_S))
+            newer = self._newer_plan(priority, plan)
+            if newer is not None:
+                return newer
+        return None
 
     def _wait(self, seconds: float) -> None:
         """Sleep while serving delivery reports (frees queue space during backoffs and delays)."""

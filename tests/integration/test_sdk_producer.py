@@ -288,3 +288,32 @@ def test_user_on_delivery_with_all_reports(make: Any, topic: str) -> None:
     producer.produce(topic, b"hello", on_delivery=lambda err, msg: seen.append((err, msg.value())))
     assert producer.flush(10) == 0
     assert seen == [(None, b"hello")]
+
+
+def test_a_waiting_message_obeys_a_circuit_that_opens_during_its_delay(make: Any, topic: str) -> None:
+    import threading
+
+    from sluice import CircuitOpenError
+
+    decisions = StaticDecisions(make_decision(delay_ms=3000, zone="red"))
+    producer = make(decisions)
+    threading.Timer(0.3, lambda: decisions.set_circuit(make_circuit("kafka", "open"))).start()
+    start = time.monotonic()
+    with pytest.raises(CircuitOpenError):
+        producer.produce(topic, b"late", priority="medium")
+    waited = time.monotonic() - start
+    assert 0.3 <= waited < 3.0, waited  # rejected when the circuit opened, not after the full delay
+    assert producer.outcomes().delivered == 0
+
+
+def test_a_shorter_delay_arriving_mid_wait_releases_the_message_early(make: Any, topic: str) -> None:
+    import threading
+
+    decisions = StaticDecisions(make_decision(delay_ms=3000, zone="red"))
+    producer = make(decisions)
+    threading.Timer(0.3, lambda: decisions.set_decision(make_decision(delay_ms=0, zone="green"))).start()
+    start = time.monotonic()
+    producer.produce(topic, b"released", priority="medium")
+    assert time.monotonic() - start < 3.0
+    assert producer.flush(10) == 0
+    assert producer.outcomes().delivered == 1
