@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -24,11 +25,13 @@ from sluice_operator.health import Health, serve
 from sluice_operator.kube import ApiError, Connection, KubeClient, resource_path
 from sluice_operator.leader import LeaderElector
 from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.publish.configmap import CIRCUIT_LABEL, MANAGED_BY
 from sluice_operator.publish.events import Event, KubeEvents
 from sluice_operator.reconcile.circuit import CircuitCycle, CircuitRuntime
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyState
 from sluice_operator.reconcile.signals import Signals
 from sluice_operator.reconcile.sinks import ClusterSink
+from sluice_operator.scheduler import Scheduler, Tracked, jittered
 from sluice_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,23 +44,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
-
-
-async def wait_or_wake(stopped: Any, wake: asyncio.Event, timeout: float) -> None:
-    """Sleep until the interval passes, the daemon is stopped, or someone pokes it."""
-    if stopped:
-        return
-
-    async def _stopped() -> None:
-        await stopped.wait()
-
-    tasks = [asyncio.ensure_future(_stopped()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        wake.clear()
 
 
 def validation_message(error: ValidationError) -> str:
@@ -99,8 +85,7 @@ class OperatorRuntime:
         self.circuit_docs: dict[str, CircuitState] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
         self.terminating: set[str] = set()
-        self.wakeups: dict[str, asyncio.Event] = {}
-        self._parsed: dict[tuple[str, int | None], BackpressurePolicySpec | None] = {}
+        self.scheduler = Scheduler(self.evaluate, concurrency=max(8, settings.max_concurrent_queries * 8))
         self.cycles = 0
         self.election_enabled = settings.leader_election
 
@@ -117,20 +102,45 @@ class OperatorRuntime:
             default_namespace=c.default_namespace,
         )
 
-    # -- wakeups ---------------------------------------------------------------------------------
-
-    def wakeup(self, uid: str) -> asyncio.Event:
-        return self.wakeups.setdefault(uid, asyncio.Event())
-
-    def poke(self, uid: str) -> None:
-        event = self.wakeups.get(uid)
-        if event is not None:
-            event.set()
+    # -- scheduling ------------------------------------------------------------------------------
 
     def poke_circuits(self) -> None:
-        for runtime in self.circuits.values():
-            if runtime.uid:
-                self.poke(runtime.uid)
+        self.scheduler.poke(lambda t: t.kind == "CircuitBreaker")
+
+    def _count(self) -> None:
+        self.health.active_objects = len(self.scheduler.objects)
+
+    async def evaluate(self, tracked: Tracked) -> float:
+        """One evaluation of a tracked object; returns the seconds until the next."""
+        spec = tracked.body.get("spec") or {}
+        if tracked.kind == "BackpressurePolicy":
+            state = self.policy_state(tracked.namespace or "default", tracked.name, tracked.uid,
+                                      tracked.body.get("status"))
+            parsed = self.parse_policy(spec, tracked.generation)
+            if parsed is None:
+                return self.settings.default_interval_seconds
+            await self.run_policy(state, parsed, tracked.generation)
+            return jittered(parsed.polling.interval_seconds, parsed.polling.jitter_seconds)
+        runtime = self.circuit_state(tracked.name, tracked.uid, tracked.body.get("status"))
+        circuit = await self.parse_circuit(tracked.name, tracked.uid, spec, tracked.generation)
+        if circuit is None:
+            return self.settings.default_interval_seconds
+        await self.run_circuit(runtime, circuit, tracked.generation)
+        return circuit.probe_interval_seconds
+
+    async def policy_event(self, type_: str, namespace: str, name: str, uid: str, obj: Mapping[str, Any]) -> None:
+        """A policy appeared, changed or went away."""
+        if type_ == "DELETED":
+            self.scheduler.remove(uid)
+            self.forget_policy(namespace, name, uid)
+            self._count()
+            return
+        known = self.scheduler.objects.get(uid)
+        generation = (obj.get("metadata") or {}).get("generation")
+        self.scheduler.upsert("BackpressurePolicy", namespace, name, uid, dict(obj))
+        self._count()
+        if known is None or known.generation != generation or generation is None:
+            await self.validate_policy(namespace, name, uid, obj.get("spec") or {}, generation, obj.get("status"))
 
     # -- policies --------------------------------------------------------------------------------
 
@@ -139,14 +149,11 @@ class OperatorRuntime:
         if state is None:
             state = PolicyState.restore(namespace, name, uid, status)
             self.policies[uid] = state
-            self.health.active_objects = len(self.policies) + len(self.circuits)
         return state
 
     def forget_policy(self, namespace: str, name: str, uid: str) -> None:
         self.policies.pop(uid, None)
-        self.wakeups.pop(uid, None)
         self.metrics.forget_policy(namespace, name)
-        self.health.active_objects = len(self.policies) + len(self.circuits)
 
     def parse_policy(self, spec: Mapping[str, Any], generation: int | None) -> BackpressurePolicySpec | None:
         try:
@@ -174,7 +181,6 @@ class OperatorRuntime:
         if parsed.source.prometheus is not None and parsed.source.prometheus.query is not None \
                 and not self.settings.raw_query_allowed(namespace):
             log.info("policy %s/%s uses a raw query in a namespace that may not", namespace, name)
-        self.poke(uid)
 
     async def run_policy(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> None:
         try:
@@ -193,13 +199,10 @@ class OperatorRuntime:
         if runtime is None:
             runtime = CircuitRuntime.restore(name, uid, status)
             self.circuits[name] = runtime
-            self.health.active_objects = len(self.policies) + len(self.circuits)
         return runtime
 
     def forget_circuit(self, name: str, uid: str) -> None:
         self.circuits.pop(name, None)
-        self.wakeups.pop(uid, None)
-        self.health.active_objects = len(self.policies) + len(self.circuits)
 
     async def parse_circuit(self, name: str, uid: str, spec: Mapping[str, Any],
                             generation: int | None) -> CircuitBreakerSpec | None:
@@ -228,21 +231,43 @@ class OperatorRuntime:
     def circuit_document(self, name: str) -> CircuitState | None:
         return self.circuit_docs.get(name)
 
-    def circuit_event(self, type_: str, name: str, obj: Mapping[str, Any]) -> None:
-        """Seed policies' view of a circuit from its status before its daemon's first probe."""
+    async def circuit_event(self, type_: str, name: str, uid: str, obj: Mapping[str, Any]) -> None:
+        """A circuit appeared, changed or went away; deletion removes its ConfigMaps everywhere."""
         if type_ == "DELETED":
-            self.circuit_docs.pop(name, None)
+            self.scheduler.remove(uid)
+            self.forget_circuit(name, uid)
+            self._count()
+            await self.cleanup_circuit(name)
             return
+        self.scheduler.upsert("CircuitBreaker", None, name, uid, dict(obj))
+        self._count()
         if name in self.circuit_docs or not (obj.get("status") or {}).get("state"):
             return
+        # Seed policies' view of the circuit from its status before the first probe.
         try:
             spec = CircuitBreakerSpec.model_validate(obj.get("spec") or {})
             memory = engine.circuit_from_status(obj["status"])
-            from datetime import UTC, datetime
-
             self.circuit_docs[name] = engine.circuit_document(spec, memory, name, datetime.now(UTC), spec.ttl_seconds)
         except (ValidationError, KeyError, TypeError, ValueError):
             return
+
+    async def sweep_orphans(self) -> list[str]:
+        """Remove circuit ConfigMaps whose CircuitBreaker was deleted while no operator was running."""
+        selector = f"{MANAGED_BY}=sluice,{CIRCUIT_LABEL}"
+        listing = await self.client.get(resource_path("v1", "configmaps"), params={"labelSelector": selector})
+        names = {((i.get("metadata") or {}).get("labels") or {}).get(CIRCUIT_LABEL) for i in listing.get("items") or []}
+        removed: list[str] = []
+        for circuit in sorted(n for n in names if n and n not in self.circuits):
+            try:
+                await self.client.get(resource_path("sluice.dev/v1alpha1", "circuitbreakers", name=circuit))
+                continue  # it exists: its own cycle will publish or clean up
+            except ApiError as error:
+                if not error.not_found:
+                    continue
+            removed += await self.circuit_cycle.cleanup(circuit)
+        if removed:
+            log.info("removed ConfigMaps of deleted circuits: %s", ", ".join(removed))
+        return removed
 
     async def cleanup_circuit(self, name: str) -> None:
         if not self.is_leading():
@@ -293,10 +318,17 @@ class OperatorRuntime:
                 registry=build_registry(self), settings=kopf_settings, standalone=True, clusterwide=not namespaces,
                 namespaces=list(namespaces), stop_flag=kopf_stop,
             ))
+            scheduler_stop = asyncio.Event()
+            scheduler = asyncio.ensure_future(self.scheduler.run(scheduler_stop))
+            sweep = asyncio.ensure_future(self._sweep_later(delay=5.0))
             watchers = [asyncio.ensure_future(stop.wait()), operator]
             if self.election_enabled:
                 watchers.append(asyncio.ensure_future(self.elector.hold(stop)))
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            scheduler_stop.set()
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(scheduler, timeout=10)
             lost = self.election_enabled and watchers[2] in done and not stop.is_set()
             if lost:
                 code = 1
@@ -320,6 +352,14 @@ class OperatorRuntime:
                 await runner.cleanup()
             await self.client.close()
         return code
+
+    async def _sweep_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.is_leading():
+            try:
+                await self.sweep_orphans()
+            except (ApiError, OSError, TimeoutError) as error:
+                log.warning("orphan sweep failed: %s", error)
 
     def configmap_path(self, namespace: str, name: str) -> str:
         return resource_path("v1", "configmaps", namespace=namespace, name=name)

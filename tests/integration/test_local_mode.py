@@ -89,6 +89,7 @@ spec:
     medium: {window(medium)}
     low: {window(low)}
   hysteresis: {{margin: 0.1, minDwellSeconds: 0}}
+  smoothing: {{alpha: 1}}  # the exact backlog, so expected delays follow the formula
   polling: {{intervalSeconds: 1, jitterSeconds: 0, timeoutSeconds: 0.9}}
   output: {{ttlSeconds: 30}}
 {ref}"""

@@ -16,7 +16,8 @@ T0 = 1_700_000_000.0
 
 
 def make_spec(**fields: Any) -> BackpressurePolicySpec:
-    return BackpressurePolicySpec.model_validate({"source": SOURCE, **fields})
+    """A spec with the backlog EWMA off (alpha 1), so each step's zone follows its backlog exactly."""
+    return BackpressurePolicySpec.model_validate({"source": SOURCE, "smoothing": {"alpha": 1}, **fields})
 
 
 def published(outcome: Outcome) -> dict[str, tuple[str, int, bool]]:
@@ -191,7 +192,7 @@ def test_ewma_smoothing() -> None:
 
 
 def test_relax_cap_limits_how_fast_delays_fall() -> None:
-    spec = make_spec(smoothing={"maxRelaxRatioPerInterval": 0.5}, hysteresis={"margin": 0, "minDwellSeconds": 0})
+    spec = make_spec(smoothing={"alpha": 1, "maxRelaxRatioPerInterval": 0.5}, hysteresis={"margin": 0, "minDwellSeconds": 0})
     memory = evaluate(spec, 12000, T0, None).memory
     delays = []
     for i in range(1, 16):

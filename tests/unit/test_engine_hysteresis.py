@@ -15,7 +15,8 @@ T0 = 1_700_000_000.0
 
 
 def make_spec(**fields: Any) -> BackpressurePolicySpec:
-    return BackpressurePolicySpec.model_validate({"source": SOURCE, **fields})
+    """A spec with the backlog EWMA off (alpha 1), so each step's zone follows its backlog exactly."""
+    return BackpressurePolicySpec.model_validate({"source": SOURCE, "smoothing": {"alpha": 1}, **fields})
 
 
 DEFAULT = make_spec()  # medium: 500/2000/5000, margin 0.1, dwell 30 s
