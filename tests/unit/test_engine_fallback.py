@@ -192,7 +192,9 @@ def test_ewma_smoothing() -> None:
 
 
 def test_relax_cap_limits_how_fast_delays_fall() -> None:
-    spec = make_spec(smoothing={"alpha": 1, "maxRelaxRatioPerInterval": 0.5}, hysteresis={"margin": 0, "minDwellSeconds": 0})
+    spec = make_spec(
+        smoothing={"alpha": 1, "maxRelaxRatioPerInterval": 0.5}, hysteresis={"margin": 0, "minDwellSeconds": 0}
+    )
     memory = evaluate(spec, 12000, T0, None).memory
     delays = []
     for i in range(1, 16):

@@ -7,7 +7,8 @@ on how fast delays relax (default ``maxRelaxRatioPerInterval = 1``: off).
 * ``smoothing.maxRelaxRatioPerInterval``: a delay may fall by at most this fraction per evaluation:
   ``delay >= floor(previous * (1 - ratio))``. Rounding down lets a relaxing delay reach 0.
 
-alpha 0.7 was chosen with the simulator (bench/RESULTS.md: 5x fewer zone changes on flapping-edge); the zone is never smoothed by the relax cap,
+alpha 0.7 was chosen with the simulator (bench/RESULTS.md: 5x fewer zone changes on flapping-edge);
+the zone is never smoothed by the relax cap,
 only the delay, so a priority may briefly report green with a decaying delay.
 """
 
