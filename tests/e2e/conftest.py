@@ -133,7 +133,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     existing = run(["kind", "get", "clusters"], timeout=30).stdout.split()
     created = name not in existing
     if created:
-        run(["kind", "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig), "--wait", "180s"],
+        image = os.environ.get("SLUICE_E2E_NODE_IMAGE")  # e.g. kindest/node:v1.29.14 (CI matrix)
+        run(["kind", "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig), "--wait", "180s",
+             *(["--image", image] if image else [])],
             timeout=600)
     else:
         kubeconfig.write_text(run(["kind", "get", "kubeconfig", "--name", name], timeout=30).stdout)

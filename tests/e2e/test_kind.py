@@ -109,7 +109,7 @@ def test_circuit_opens_and_publishes_in_selected_namespaces(operator: Cluster) -
 
 
 def test_uninstall_leaves_nothing_stuck(operator: Cluster) -> None:
-    # Custom resources first, while the operator can still remove its finalizers.
+    # Custom resources first (Sluice adds no finalizers, so any order works; this one is tidiest).
     operator.kubectl("delete", "bpp", "--all", "-A", "--wait", "--timeout=90s", timeout=120)
     operator.kubectl("delete", "cb", "--all", "--wait", "--timeout=90s", timeout=120)
     operator.helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout", "3m",

@@ -161,3 +161,28 @@ async def test_a_leader_that_loses_its_lease_stops_at_once(
         assert op.runtime.cycles == cycles
     finally:
         await op.shutdown()
+
+
+async def test_no_finalizers_and_orphans_swept_after_deletion_while_down(
+    k8s_emulator: EmulatorHandle, prom: PrometheusServer
+) -> None:
+    emulator, base_url = k8s_emulator
+    prom.exporter.set("test_errors", 0.0, {"circuit": "gone"})
+    prom.exporter.set("test_lag", 10, {"policy": "gone"})
+    async with running_operator(base_url, prom.url, identity="before"):
+        emulator.create_object(CIRCUITS, circuit("gone"))
+        emulator.create_object(POLICIES, policy("gone"))
+        await wait_state(emulator, "gone", "default", "closed")
+        await emulator.wait_for_object("configmaps", "sluice-gone", "default", timeout_s=10)
+        for ref, namespace in ((CIRCUITS, None), (POLICIES, "default")):
+            obj = emulator.get_object(ref, "gone", namespace)
+            assert obj is not None and not obj["metadata"].get("finalizers"), obj["metadata"]
+    # The operator is down (uninstalled first): deletion must not hang on a finalizer.
+    emulator.delete_object(CIRCUITS, "gone")
+    emulator.delete_object(POLICIES, "gone", "default")
+    assert emulator.get_object(CIRCUITS, "gone") is None
+    assert emulator.get_object(POLICIES, "gone", "default") is None
+    await emulator.wait_for_deletion("configmaps", "sluice-gone", "default")  # ownerReference GC
+    assert state_of(emulator, "gone", "default") == "closed"  # left behind while no operator ran
+    async with running_operator(base_url, prom.url, identity="after"):
+        await emulator.wait_for_deletion("configmaps", CM.format("gone"), "default", timeout_s=15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -18,9 +19,14 @@ async def test_policy_creates_configmap_with_decision(k8s_emulator: EmulatorHand
     emulator, base_url = k8s_emulator
     prom.exporter.set("test_lag", 3000, {"policy": "p1"})
     await prom.async_wait_for_value('sum(test_lag{policy="p1"})', 3000)
-    async with running_operator(base_url, prom.url):
-        emulator.create_object(POLICIES, policy("p1"))
+    async with running_operator(base_url, prom.url) as op:
+        # Let the operator win the Lease and open its watches, then time the policy alone.
+        await emulator.wait_for(lambda: op.runtime.health.leading and emulator.open_watches >= 3, timeout_s=10)
+        loop = asyncio.get_running_loop()
+        created = loop.time()
+        emulator.create_object(POLICIES, policy("p1"))  # intervalSeconds: 1
         cm = await emulator.wait_for_object("configmaps", "sluice-p1", "default", timeout_s=10)
+        assert loop.time() - created <= 2 * 1.0, "the ConfigMap must appear within two polling intervals"
         doc = decision_of(cm)
         assert doc["priorities"]["high"] == {"zone": "yellow", "delayMs": 255, "shed": False}
         assert doc["priorities"]["medium"]["zone"] == "red" and doc["priorities"]["medium"]["delayMs"] == 2000
