@@ -126,6 +126,8 @@ class CircuitCycle:
         transition = step.transition
         if transition is not None:
             old, new, reason = transition.from_state, transition.to_state, transition.reason
+            log.warning("circuit %s -> %s: %s", old, new, reason,
+                        extra={"kind": "CircuitBreaker", "namespace": "", "object": runtime.name})
             self.metrics.circuit_transitions.labels(circuit=runtime.name, **{"from": old, "to": new}).inc()
             emits.append(Event("CircuitBreaker", None, runtime.name, runtime.uid,
                                "Warning" if new in ("open", "forced-open") else "Normal",

@@ -137,6 +137,17 @@ class PolicyCycle:
             published = result.outcome
             self.metrics.configmap_writes.labels(outcome=result.outcome.value).inc()
             conditions_changed |= self._publish_conditions(state, result.outcome, result.message, generation, emits)
+            if result.outcome.wrote:
+                summary = ", ".join(
+                    f"{p}={decision.priorities.get(p).zone}/{decision.priorities.get(p).delay_ms}ms"
+                    + ("/shed" if decision.priorities.get(p).shed else "")
+                    for p in ("high", "medium", "low")
+                )
+                log.info("published epoch %d (%s, backlog %s): %s", epoch, decision.source, _fmt(backlog), summary,
+                         extra={"kind": "BackpressurePolicy", "namespace": state.namespace, "object": state.name})
+            elif not result.outcome.ok:
+                log.warning("not published: %s %s", result.outcome.value, result.message,
+                            extra={"kind": "BackpressurePolicy", "namespace": state.namespace, "object": state.name})
             if result.outcome.ok:
                 state.fingerprint = new_fingerprint
                 state.epoch = epoch
