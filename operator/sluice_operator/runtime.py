@@ -360,6 +360,3 @@ class OperatorRuntime:
                 await self.sweep_orphans()
             except (ApiError, OSError, TimeoutError) as error:
                 log.warning("orphan sweep failed: %s", error)
-
-    def configmap_path(self, namespace: str, name: str) -> str:
-        return resource_path("v1", "configmaps", namespace=namespace, name=name)

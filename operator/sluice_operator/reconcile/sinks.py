@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.kube import ApiError, KubeClient, resource_path
-from sluice_operator.publish.configmap import CIRCUIT_LABEL, POLICY_LABEL, ConfigMapPublisher, Owner
+from sluice_operator.publish.configmap import CIRCUIT_LABEL, ConfigMapPublisher, Owner
 from sluice_operator.publish.directory import DirectoryPublisher, write_atomic
 from sluice_operator.publish.outcome import PublishOutcome, PublishResult
 
@@ -60,8 +60,6 @@ class DirectorySink:
 
     async def publish(self, namespace: str, configmap: str, owner: Owner, data: Mapping[str, str]) -> PublishResult:
         # The directory is named after the object, as documented: DIR/<namespace>/<name>/.
-        if owner.label_key == POLICY_LABEL:
-            return await self.files.publish(namespace, owner.name, data)
         return await self.files.publish(namespace, owner.name, data)
 
     async def write_status(self, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> bool:
