@@ -66,17 +66,22 @@ async def serve(health: Health, metrics: OperatorMetrics, port: int, host: str =
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start_heartbeat(_: web.Application) -> None:
+        tasks.append(asyncio.get_running_loop().create_task(_heartbeat(health, min(5.0, health.max_age / 4))))
+
+    async def stop_heartbeat(_: web.Application) -> None:
+        for task in tasks:
+            task.cancel()
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    app.on_startup.append(start_heartbeat)
+    app.on_cleanup.append(stop_heartbeat)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    task = asyncio.get_running_loop().create_task(_heartbeat(health, min(5.0, health.max_age / 4)))
-    app.on_cleanup.append(lambda _app: _cancel(task))
     return runner
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
