@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import aiohttp
+
 from sluice_operator.health import Health, serve
 from sluice_operator.metrics import OperatorMetrics
 
