@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from sluice.decision import CircuitState
 from sluice_operator.api.circuit import CircuitBreaker, CircuitBreakerSpec
@@ -29,8 +29,8 @@ from sluice_operator.reconcile.circuit import CircuitCycle, CircuitRuntime
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyState
 from sluice_operator.reconcile.signals import Signals
 from sluice_operator.reconcile.sinks import DirectorySink
-from sluice_operator.runtime import validation_message
 from sluice_operator.settings import Settings
+from sluice_operator.validation import KINDS, Problem, YamlLoader, read_text, validate_object
 
 log = logging.getLogger("sluice_operator.local")
 RELOAD_EVERY = 1.0
@@ -53,43 +53,38 @@ class LoadReport:
 
 
 def load_directory(root: Path) -> tuple[dict[str, BackpressurePolicy | CircuitBreaker], LoadReport]:
-    """Every valid object under `root` keyed by kind/namespace/name, and what was wrong with the rest."""
+    """Every valid object under `root` keyed by kind/namespace/name, and what was wrong with the rest.
+
+    Objects are checked by the same validator as `sluice validate` (and so as the CRD); documents of
+    other kinds (Deployments, ...) may share the directory and are skipped.
+    """
     objects: dict[str, BackpressurePolicy | CircuitBreaker] = {}
     report = LoadReport()
     for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
+        text = read_text(path)
         try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            if isinstance(text, Problem):
+                raise OSError(text.message)
+            documents = list(yaml.load_all(text, Loader=YamlLoader))
         except (OSError, yaml.YAMLError) as error:
             report.problems.append(f"{path}: cannot read YAML: {error}")
             report.broken_files.add(str(path))
             continue
         for index, doc in enumerate(documents):
-            if doc is None:
+            if doc is None or (isinstance(doc, dict) and doc.get("kind") not in KINDS):
                 continue
-            where = f"{path} (document {index + 1})"
-            if not isinstance(doc, dict):
-                report.problems.append(f"{where}: not a mapping")
+            result = validate_object(doc, f"{path} (document {index + 1})")
+            if isinstance(result, list):
                 report.broken_files.add(str(path))
+                report.problems.extend(str(problem) for problem in result)
                 continue
-            kind = doc.get("kind")
-            try:
-                if kind == "BackpressurePolicy":
-                    policy = BackpressurePolicy.model_validate(doc)
-                    namespace = policy.metadata.namespace or "default"
-                    key = f"BackpressurePolicy/{namespace}/{policy.metadata.name}"
-                    objects[key] = policy
-                elif kind == "CircuitBreaker":
-                    circuit = CircuitBreaker.model_validate(doc)
-                    key = f"CircuitBreaker/{circuit.metadata.name}"
-                    objects[key] = circuit
-                else:
-                    continue  # other kinds (Deployments, ...) may share the directory
-                report.loaded += 1
-                report.origin[key] = str(path)
-            except ValidationError as error:
-                report.broken_files.add(str(path))
-                name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc.get("metadata"), dict) else "?"
-                report.problems.append(f"{where}: {kind}/{name}: {validation_message(error)}")
+            if isinstance(result, BackpressurePolicy):
+                key = f"BackpressurePolicy/{result.metadata.namespace or 'default'}/{result.metadata.name}"
+            else:
+                key = f"CircuitBreaker/{result.metadata.name}"
+            objects[key] = result
+            report.loaded += 1
+            report.origin[key] = str(path)
     return objects, report
 
 
@@ -157,12 +152,13 @@ class LocalOperator:
             return circuit.spec
         return circuit.spec.model_copy(update={"namespaces": listed + extra})
 
-    def reload(self, *, force: bool = False) -> LoadReport | None:
-        seen = _fingerprint(self.policies_dir)
+    async def reload(self, *, force: bool = False) -> LoadReport | None:
+        """Re-read the directory when any file changed; the file I/O runs in a worker thread."""
+        seen = await asyncio.to_thread(_fingerprint, self.policies_dir)
         if not force and seen == self._seen:
             return None
         self._seen = seen
-        objects, report = load_directory(self.policies_dir)
+        objects, report = await asyncio.to_thread(load_directory, self.policies_dir)
         for problem in report.problems:
             if problem not in self._problems:
                 log.error("%s (fix the file; the last valid version stays in force)", problem)
@@ -213,7 +209,7 @@ class LocalOperator:
         return min((e.due for e in self.entries.values()), default=now + RELOAD_EVERY)
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> int:
-        self.reload(force=True)
+        await self.reload(force=True)
         if not self.entries:
             log.warning("no BackpressurePolicy or CircuitBreaker found in %s", self.policies_dir)
         while not stop.is_set():
@@ -225,7 +221,7 @@ class LocalOperator:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass
-            self.reload()
+            await self.reload()
         return 0
 
 
@@ -240,7 +236,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sluice run --local: {args.policies} is not a directory of policy YAML", file=sys.stderr)
         return 2
     args.decisions_dir.mkdir(parents=True, exist_ok=True)
-    explicit = args.prometheus is not None or "SLUICE_PROMETHEUS_URL" in __import__("os").environ
+    explicit = args.prometheus is not None or "SLUICE_PROMETHEUS_URL" in os.environ
     signals = build_signals(settings, prometheus_url=args.prometheus, with_prometheus=explicit)
 
     async def main() -> int:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sluice.decision import CircuitState
 from sluice_operator import engine
@@ -33,6 +33,7 @@ from sluice_operator.reconcile.signals import Signals
 from sluice_operator.reconcile.sinks import ClusterSink
 from sluice_operator.scheduler import Scheduler, Tracked, jittered
 from sluice_operator.settings import Settings
+from sluice_operator.validation import explain, format_path
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,11 @@ def plain(value: Any) -> Any:
     return value
 
 
-def validation_message(error: ValidationError) -> str:
-    """Pydantic's errors as one line a person can act on: field path and reason."""
-    parts = []
-    for item in error.errors()[:5]:
-        path = ".".join(str(p) for p in item.get("loc", ()))
-        parts.append(f"spec.{path}: {item.get('msg', 'invalid')}" if path else str(item.get("msg")))
-    return "; ".join(parts)
+def validation_message(error: ValidationError, model: type[BaseModel]) -> str:
+    """Pydantic's errors as one line a person can act on, worded as `sluice validate` words them."""
+    return "; ".join(
+        f"{format_path(('spec', *item['loc']))}: {explain(item, model)}" for item in error.errors()[:5]
+    )
 
 
 class OperatorRuntime:
@@ -116,13 +115,18 @@ class OperatorRuntime:
         if tracked.kind == "BackpressurePolicy":
             state = self.policy_state(tracked.namespace or "default", tracked.name, tracked.uid,
                                       tracked.body.get("status"))
-            parsed = self.parse_policy(spec, tracked.generation)
+            if not tracked.parsed_for_current_generation():
+                tracked.parsed = (tracked.generation, self.parse_policy(spec))
+            parsed: BackpressurePolicySpec | None = tracked.parsed[1] if tracked.parsed else None
             if parsed is None:
                 return self.settings.default_interval_seconds
             await self.run_policy(state, parsed, tracked.generation)
             return jittered(parsed.polling.interval_seconds, parsed.polling.jitter_seconds)
         runtime = self.circuit_state(tracked.name, tracked.uid, tracked.body.get("status"))
-        circuit = await self.parse_circuit(tracked.name, tracked.uid, spec, tracked.generation)
+        if not tracked.parsed_for_current_generation():
+            tracked.parsed = (tracked.generation,
+                              await self.parse_circuit(tracked.name, tracked.uid, spec, tracked.generation))
+        circuit: CircuitBreakerSpec | None = tracked.parsed[1] if tracked.parsed else None
         if circuit is None:
             return self.settings.default_interval_seconds
         await self.run_circuit(runtime, circuit, tracked.generation)
@@ -137,10 +141,12 @@ class OperatorRuntime:
             return
         known = self.scheduler.objects.get(uid)
         generation = (obj.get("metadata") or {}).get("generation")
-        self.scheduler.upsert("BackpressurePolicy", namespace, name, uid, dict(obj))
+        tracked = self.scheduler.upsert("BackpressurePolicy", namespace, name, uid, dict(obj))
         self._count()
         if known is None or known.generation != generation or generation is None:
-            await self.validate_policy(namespace, name, uid, obj.get("spec") or {}, generation, obj.get("status"))
+            parsed = await self.validate_policy(namespace, name, uid, obj.get("spec") or {}, generation,
+                                                obj.get("status"))
+            tracked.parsed = (generation, parsed)
 
     # -- policies --------------------------------------------------------------------------------
 
@@ -155,20 +161,20 @@ class OperatorRuntime:
         self.policies.pop(uid, None)
         self.metrics.forget_policy(namespace, name)
 
-    def parse_policy(self, spec: Mapping[str, Any], generation: int | None) -> BackpressurePolicySpec | None:
+    def parse_policy(self, spec: Mapping[str, Any]) -> BackpressurePolicySpec | None:
         try:
             return BackpressurePolicySpec.model_validate(spec)
         except ValidationError:
             return None
 
     async def validate_policy(self, namespace: str, name: str, uid: str, spec: Mapping[str, Any],
-                              generation: int | None, status: Any) -> None:
-        """On create/update/resume: say at once whether the spec is usable, then wake the daemon."""
+                              generation: int | None, status: Any) -> BackpressurePolicySpec | None:
+        """On a new object or generation: say at once whether the spec is usable; the parsed spec or None."""
         state = self.policy_state(namespace, name, uid, status)
         try:
             parsed = BackpressurePolicySpec.model_validate(spec)
         except ValidationError as error:
-            message = validation_message(error)
+            message = validation_message(error, BackpressurePolicySpec)
             if state.conditions.set("Valid", "False", "InvalidSpec", message, generation) | \
                     state.conditions.set("Ready", "False", "InvalidSpec", "fix the spec; nothing is published",
                                          generation):
@@ -177,10 +183,11 @@ class OperatorRuntime:
                         "observedGeneration": generation, "conditions": state.conditions.as_list()})
                     await self.events.emit(Event("BackpressurePolicy", namespace, name, uid, "Warning",
                                                  "InvalidSpec", message))
-            return
+            return None
         if parsed.source.prometheus is not None and parsed.source.prometheus.query is not None \
                 and not self.settings.raw_query_allowed(namespace):
             log.info("policy %s/%s uses a raw query in a namespace that may not", namespace, name)
+        return parsed
 
     async def run_policy(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> None:
         try:
@@ -210,7 +217,7 @@ class OperatorRuntime:
             return CircuitBreakerSpec.model_validate(spec)
         except ValidationError as error:
             runtime = self.circuits.get(name)
-            message = validation_message(error)
+            message = validation_message(error, CircuitBreakerSpec)
             if runtime is not None and runtime.conditions.set("Valid", "False", "InvalidSpec", message, generation):
                 if self.is_leading():
                     await self.sink.write_status("circuitbreakers", None, name, {

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,11 @@ class Tracked:
     due: float = 0.0
     running: bool = False
     deleted: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The spec parsed for `generation` (None when invalid): parsed once per change, not per cycle.
+    parsed: tuple[int | None, Any] | None = None
+
+    def parsed_for_current_generation(self) -> bool:
+        return self.parsed is not None and self.generation is not None and self.parsed[0] == self.generation
 
 
 #: Runs one evaluation of an object and returns the seconds until the next one.

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
+from sluice_operator.sources.lag_query import DEFAULT_LAG_TEMPLATE
+
 #: kafka-exporter's consumer-lag metric; `{group}` and `{topics}` are filled with escaped values.
-DEFAULT_LAG_QUERY_TEMPLATE = 'sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})'
+DEFAULT_LAG_QUERY_TEMPLATE = DEFAULT_LAG_TEMPLATE
 
 
 class SettingsError(ValueError):

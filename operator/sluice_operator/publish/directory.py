@@ -6,6 +6,7 @@ reader never sees half a document.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import Mapping
@@ -37,6 +38,10 @@ class DirectoryPublisher:
         self.root = root
 
     async def publish(self, namespace: str, name: str, data: Mapping[str, str]) -> PublishResult:
+        """Write changed files in a worker thread: fsync must not stall the event loop."""
+        return await asyncio.to_thread(self._publish, namespace, name, data)
+
+    def _publish(self, namespace: str, name: str, data: Mapping[str, str]) -> PublishResult:
         directory = self.root / namespace / name
         target = str(directory)
         changed = False

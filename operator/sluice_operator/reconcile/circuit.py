@@ -8,11 +8,11 @@ are found and cleaned up by their `sluice.dev/circuit` label.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from typing_extensions import Unpack
 
 from sluice.decision import CIRCUIT_KEY, CircuitState, fingerprint, to_json
 from sluice_operator import engine
@@ -23,6 +23,7 @@ from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner
 from sluice_operator.publish.events import Event, EventSink
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
+from sluice_operator.reconcile.cycle import Cycle, CycleOptions
 from sluice_operator.reconcile.signals import Signals
 from sluice_operator.reconcile.sinks import Sink
 
@@ -96,23 +97,16 @@ class CircuitRuntime:
         return runtime
 
 
-class CircuitCycle:
+class CircuitCycle(Cycle):
     """Runs one probe of a circuit and publishes its state where it is selected."""
 
     def __init__(
         self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
         namespaces: Callable[[], tuple[Mapping[str, Mapping[str, str]], frozenset[str]]],
-        clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        leading: Callable[[], bool] = lambda: True,
+        **options: Unpack[CycleOptions],
     ) -> None:
-        self.signals = signals
-        self.sink = sink
-        self.events = events
-        self.metrics = metrics
+        super().__init__(signals, sink, events, metrics, **options)
         self.namespaces = namespaces
-        self.clock = clock
-        self.wallclock = wallclock
-        self.leading = leading
 
     async def run(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, generation: int | None) -> CircuitState:
         started = self.clock()
@@ -197,11 +191,8 @@ class CircuitCycle:
         stale = set(runtime.published) - targets
         if stale or not runtime.swept:
             runtime.swept = True
-            removed = await self.sink.unpublish_circuit(runtime.name, targets)
-            for ref in removed:
-                runtime.published.pop(ref.split("/", 1)[0], None)
-            for namespace in stale:
-                runtime.published.pop(namespace, None)
+            await self.sink.unpublish_circuit(runtime.name, targets)
+            runtime.published = {ns: seen for ns, seen in runtime.published.items() if ns in targets}
 
     async def cleanup(self, name: str) -> list[str]:
         """Delete every ConfigMap of a deleted circuit (by label)."""

@@ -8,11 +8,11 @@ expire and a steady policy costs no API writes in between.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from typing_extensions import Unpack
 
 from sluice.decision import DECISION_KEY, CircuitState, Decision, fingerprint, to_json
 from sluice_operator import engine
@@ -23,6 +23,7 @@ from sluice_operator.publish.configmap import POLICY_LABEL, Owner
 from sluice_operator.publish.events import Event, EventSink
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
+from sluice_operator.reconcile.cycle import Cycle, CycleOptions
 from sluice_operator.reconcile.signals import Signals
 from sluice_operator.reconcile.sinks import Sink
 from sluice_operator.sources.reading import Reading, SignalStatus
@@ -81,23 +82,16 @@ def _event(state: PolicyState, type_: str, reason: str, message: str) -> Event:
                  "Warning" if type_ == "Warning" else "Normal", reason, message)
 
 
-class PolicyCycle:
+class PolicyCycle(Cycle):
     """Runs one evaluation of a policy; shared by cluster and local mode."""
 
     def __init__(
         self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
         circuits: Callable[[str], CircuitState | None] = lambda _name: None,
-        clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        leading: Callable[[], bool] = lambda: True,
+        **options: Unpack[CycleOptions],
     ) -> None:
-        self.signals = signals
-        self.sink = sink
-        self.events = events
-        self.metrics = metrics
+        super().__init__(signals, sink, events, metrics, **options)
         self.circuits = circuits
-        self.clock = clock
-        self.wallclock = wallclock
-        self.leading = leading
 
     async def run(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> CycleResult:
         started = self.clock()
@@ -233,7 +227,7 @@ class PolicyCycle:
             "enforcement": spec.enforcement,
         })
         if state.published_at is not None:
-            status["publishedAt"] = decision.generated_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            status["publishedAt"] = rfc3339(decision.generated_at)
         return status
 
     def _observe(self, state: PolicyState, decision: Decision, backlog: float | None, reading: Reading,

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 from sluice_operator.api.circuit import CircuitBreakerSpec
 from sluice_operator.api.policy import BackpressurePolicySpec, KafkaSource
 from sluice_operator.settings import Settings
-from sluice_operator.sources.prometheus import LagTemplateError, build_lag_query
+from sluice_operator.sources.lag_query import LagTemplateError, build_lag_query
 from sluice_operator.sources.reading import Reading, SignalStatus
 
 SignalKind = Literal["prometheus", "kafka"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,12 +66,15 @@ class DirectorySink:
     async def write_status(self, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> bool:
         path = self.root / (namespace or "_cluster") / name / "status.json"
         try:
-            write_atomic(path, json.dumps(status, indent=2, sort_keys=True) + "\n")
+            await asyncio.to_thread(write_atomic, path, json.dumps(status, indent=2, sort_keys=True) + "\n")
         except OSError:
             return False
         return True
 
     async def unpublish_circuit(self, circuit: str, keep: frozenset[str]) -> list[str]:
+        return await asyncio.to_thread(self._unpublish_circuit, circuit, keep)
+
+    def _unpublish_circuit(self, circuit: str, keep: frozenset[str]) -> list[str]:
         removed = []
         for directory in self.root.glob(f"*/{circuit}"):
             namespace = directory.parent.name

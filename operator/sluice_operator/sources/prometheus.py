@@ -1,24 +1,9 @@
-"""Backlog and failure signals from Prometheus, plus safe PromQL for structured specs.
+"""Backlog and failure signals from Prometheus.
 
-Two jobs live here:
-
-* :class:`PrometheusSource` runs instant queries without blocking the event
-  loop and classifies every answer into a :class:`~sluice_operator.sources.reading.Reading`
-  (a number, "unknown for now", or "your spec is wrong"), so the fallback
-  policy, not a library's hidden retries, decides what happens next.
-* :func:`build_lag_query` turns a tenant's ``consumerGroup`` + ``topics`` into
-  PromQL from the admin's template, escaping every value so a tenant cannot
-  inject PromQL.
-
-Lag query templates use Python ``str.format`` fields ``{group}`` and ``{topics}``,
-each INSIDE a quoted PromQL string, with PromQL's own braces doubled::
-
-    sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})
-
-``{group}`` becomes the group name escaped for that string; ``{topics}`` becomes
-the regex ``t1|t2`` (Prometheus anchors it) of every topic quoted like Go's
-``regexp.QuoteMeta``, then string-escaped. Whatever a tenant writes stays a
-label value: it can neither close the string nor widen the regex.
+:class:`PrometheusSource` runs instant queries without blocking the event loop and classifies every
+answer into a :class:`~sluice_operator.sources.reading.Reading` (a number, "unknown for now", or
+"your spec is wrong"), so the fallback policy, not a library's hidden retries, decides what happens
+next. The safe query builder for structured specs lives in `lag_query` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -26,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import string
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +23,15 @@ from prometheus_api_client import PrometheusConnect
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from sluice_operator.sources.lag_query import (
+    DEFAULT_LAG_TEMPLATE,
+    LagTemplateError,
+    build_lag_query,
+    promql_escape,
+    regex_quote,
+    topics_regex,
+    validate_lag_template,
+)
 from sluice_operator.sources.reading import MESSAGE_LIMIT, Reading, SignalStatus, truncate
 
 __all__ = [
@@ -59,149 +52,6 @@ __all__ = [
 
 Aggregate = Literal["max", "sum"]
 EmptyResult = Literal["unavailable", "zero"]
-
-# -- structured fields -> PromQL ----------------------------------------------------
-
-#: kafka-exporter's consumer-lag metric summed over the selected topics' partitions.
-DEFAULT_LAG_TEMPLATE = 'sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})'
-
-_FIELDS = frozenset({"group", "topics"})
-# Go regexp.QuoteMeta's set: what RE2 (Prometheus' regex engine) treats as special.
-_REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
-_SIMPLE_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-class LagTemplateError(ValueError):
-    """The admin's template or the tenant's values cannot make a safe query."""
-
-
-def promql_escape(value: str, quote: str = '"') -> str:
-    """Escape ``value`` for the inside of a PromQL string delimited by ``quote``.
-
-    Printable ASCII passes through; backslash and the quote are escaped; every
-    other character becomes ``\\x``/``\\u``/``\\U`` so the lexer never sees a raw
-    newline or U+FFFD (which it rejects as invalid UTF-8).
-    """
-    if quote not in ('"', "'"):
-        raise LagTemplateError(f"cannot escape for PromQL quote {quote!r}")
-    out: list[str] = []
-    for ch in value:
-        code = ord(ch)
-        if ch == quote:
-            out.append("\\" + ch)
-        elif ch in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[ch])
-        elif 0x20 <= code < 0x7F:
-            out.append(ch)
-        elif 0xD800 <= code <= 0xDFFF:
-            raise LagTemplateError(f"{value!r} contains a lone surrogate, which is not valid text")
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return "".join(out)
-
-
-def regex_quote(value: str) -> str:
-    """Go's ``regexp.QuoteMeta``: ``value`` as an RE2 pattern matching only itself."""
-    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in value)
-
-
-def topics_regex(topics: Iterable[str]) -> str:
-    """``a|b`` over sorted, de-duplicated, quoted topic names (stable, so caches share it)."""
-    names = sorted(set(topics))
-    if not names:
-        raise LagTemplateError("at least one topic is needed")
-    if any(not name for name in names):
-        raise LagTemplateError("topic names must not be empty")
-    return "|".join(regex_quote(name) for name in names)
-
-
-def _field_quotes(template: str) -> list[tuple[str, str]]:
-    """Each field of ``template`` with the PromQL quote it sits in ('' if none).
-
-    Walks the literal text like PromQL's lexer: strings ("", '', ``) with
-    backslash escapes (not in backticks), and ``#`` comments to end of line.
-    """
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise LagTemplateError(
-            f"lag query template is not a valid format string ({err}); double PromQL's own braces: {{{{ }}}}"
-        ) from None
-    quote = ""
-    comment = False
-    escaped = False
-    found: list[tuple[str, str]] = []
-    for literal, field, spec, conversion in parts:
-        for ch in literal:
-            if comment:
-                comment = ch != "\n"
-            elif escaped:
-                escaped = False
-            elif quote:
-                if ch == "\\" and quote != "`":
-                    escaped = True
-                elif ch == quote:
-                    quote = ""
-            elif ch in "\"'`":
-                quote = ch
-            elif ch == "#":
-                comment = True
-        if field is None:
-            continue
-        if field not in _FIELDS:
-            raise LagTemplateError(
-                f"lag query template has unknown field {{{field}}}; only {{group}} and {{topics}} "
-                "exist (double PromQL's own braces: {{ and }})"
-            )
-        if spec or conversion:
-            raise LagTemplateError(f"lag query template field {{{field}}} must not have a format spec")
-        if comment or escaped:
-            raise LagTemplateError(f"lag query template field {{{field}}} sits in a comment or escape")
-        found.append((field, quote))
-    return found
-
-
-def validate_lag_template(template: str) -> None:
-    """Raise :class:`LagTemplateError` unless ``template`` can only make safe queries.
-
-    Both fields must appear, each inside a double- or single-quoted string.
-    """
-    found = _field_quotes(template)
-    names = {field for field, _ in found}
-    missing = sorted(_FIELDS - names)
-    if missing:
-        raise LagTemplateError(
-            f"lag query template must use {', '.join('{' + m + '}' for m in missing)}"
-        )
-    for field, quote in found:
-        if quote not in ('"', "'"):
-            raise LagTemplateError(
-                f'lag query template field {{{field}}} must sit inside a "..." PromQL string, '
-                f'e.g. consumergroup="{{group}}"'
-            )
-
-
-def build_lag_query(template: str, consumer_group: str, topics: Iterable[str]) -> str:
-    """Fill ``template`` with the escaped group and topic regex (see module docs)."""
-    validate_lag_template(template)
-    if not consumer_group:
-        raise LagTemplateError("consumer group must not be empty")
-    regex = topics_regex(topics)
-    out: list[str] = []
-    fields = iter(_field_quotes(template))
-    for literal, field, _spec, _conv in string.Formatter().parse(template):
-        out.append(literal)
-        if field is None:
-            continue
-        name, quote = next(fields)
-        value = consumer_group if name == "group" else regex
-        out.append(promql_escape(value, quote))
-    return "".join(out)
-
 
 # -- reading Prometheus ---------------------------------------------------------
 
