@@ -21,8 +21,22 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) ## Create .venv and install the project with every extra (-e .[dev])
 
+.PHONY: k8s
+k8s: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm (pinned in hack/k8s; cached)
+	@bash hack/k8s/build.sh
+
+CLUSTER_DIR ?= .cluster
+
+.PHONY: cluster
+cluster: $(STAMP) k8s ## Start a real control plane with no nodes on loopback (etcd, apiserver, controllers)
+	@$(BIN)/python -m tests.support.control_plane up --dir $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: $(STAMP) ## Stop the control plane `make cluster` started
+	@$(BIN)/python -m tests.support.control_plane down --dir $(CLUSTER_DIR)
+
 .PHONY: test
-test: $(STAMP) ## Run unit and integration tests (real Prometheus, librdkafka mock cluster, API emulator)
+test: $(STAMP) k8s ## Run unit and integration tests (real kube-apiserver, Prometheus, librdkafka mock cluster)
 	@$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 .PHONY: unit

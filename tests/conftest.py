@@ -1,1 +1,3 @@
-"""Shared pytest configuration: fixtures from tests/support are registered here."""
+"""Shared pytest configuration: fixture plugins from tests/support."""
+
+pytest_plugins = ["tests.support.k8s_fixtures"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,12 @@ import aiohttp
 JSON = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
+#: A token file is re-read at most this often (and at once on a 401): projected ServiceAccount tokens
+#: are rotated by the kubelet long before they expire; client-go re-reads on the same order.
+TOKEN_RECHECK_SECONDS = 10.0
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,9 +40,20 @@ class Connection:
     certificate_path: str | None = None
     private_key_path: str | None = None
     default_namespace: str | None = None
+    token_path: str | None = None  # a token file that is re-read when it changes (rotated tokens)
+
+    def current_token(self) -> str | None:
+        """The token to send now: the file's content when there is a token file, else the fixed one."""
+        if self.token_path:
+            try:
+                with open(self.token_path, encoding="utf-8") as handle:
+                    return handle.read().strip() or self.token
+            except OSError as error:
+                log.warning("cannot read the token file %s (%s); using the last token read", self.token_path, error)
+        return self.token
 
     @classmethod
-    def from_kopf(cls, info: Any) -> Connection:
+    def from_kopf(cls, info: Any, token_path: str | None = None) -> Connection:
         """Adopt what Kopf's login handlers found (kubeconfig, in-cluster service account, ...)."""
         ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
         return cls(
@@ -46,6 +65,7 @@ class Connection:
             certificate_path=str(info.certificate_path) if info.certificate_path else None,
             private_key_path=str(info.private_key_path) if info.private_key_path else None,
             default_namespace=info.default_namespace,
+            token_path=token_path,
         )
 
 
@@ -65,6 +85,10 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+    @property
+    def unauthorized(self) -> bool:
+        return self.status == 401
 
     @property
     def forbidden(self) -> bool:
@@ -99,6 +123,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self.requests_sent = 0
         self.writes_sent = 0
+        self._token = connection.token
+        self._token_read_at: float | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.connection.server.startswith("https"):
@@ -113,8 +139,6 @@ class KubeClient:
     async def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"Accept": "application/json", "User-Agent": "sluice-operator"}
-            if self.connection.token:
-                headers["Authorization"] = f"Bearer {self.connection.token}"
             connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=32)
             self._session = aiohttp.ClientSession(headers=headers, connector=connector)
         return self._session
@@ -124,17 +148,50 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
+    async def _current_token(self, *, force: bool = False) -> str | None:
+        """The bearer token, re-read from the token file every TOKEN_RECHECK_SECONDS or when forced."""
+        if not self.connection.token_path:
+            return self._token
+        now = time.monotonic()
+        if force or self._token_read_at is None or now - self._token_read_at >= TOKEN_RECHECK_SECONDS:
+            token = await asyncio.to_thread(self.connection.current_token)
+            if token and token != self._token and self._token_read_at is not None:
+                log.info("the token file %s changed; using the new token", self.connection.token_path)
+            self._token = token
+            self._token_read_at = now
+        return self._token
+
     async def request(
         self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None, content_type: str = "application/json",
     ) -> JSON:
-        """Send one request; raise ApiError on a non-2xx answer, asyncio.TimeoutError on a timeout."""
+        """Send one request; raise ApiError on a non-2xx answer, asyncio.TimeoutError on a timeout.
+
+        A 401 re-reads the token file once and retries with the new token if it changed: a rotated
+        or replaced ServiceAccount token must not need an operator restart.
+        """
+        token = await self._current_token()
+        try:
+            return await self._send(method, path, body, params, content_type, token)
+        except ApiError as error:
+            if not error.unauthorized or not self.connection.token_path:
+                raise
+            fresh = await self._current_token(force=True)
+            if fresh == token:
+                raise ApiError(401, error.reason, f"{error.message} (the token in {self.connection.token_path} "
+                               "is not accepted; it may have expired or its ServiceAccount was recreated)") from None
+            return await self._send(method, path, body, params, content_type, fresh)
+
+    async def _send(self, method: str, path: str, body: Mapping[str, Any] | None,
+                    params: Mapping[str, str] | None, content_type: str, token: str | None) -> JSON:
         session = await self._get_session()
         self.requests_sent += 1
         if method != "GET":
             self.writes_sent += 1
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": content_type} if data is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         async with asyncio.timeout(self.timeout):
             async with session.request(
                 method, self.connection.server + path, data=data, params=params, headers=headers

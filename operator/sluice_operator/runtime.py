@@ -25,7 +25,7 @@ from sluice_operator.health import Health, serve
 from sluice_operator.kube import ApiError, Connection, KubeClient, resource_path
 from sluice_operator.leader import LeaderElector
 from sluice_operator.metrics import OperatorMetrics
-from sluice_operator.publish.configmap import CIRCUIT_LABEL, MANAGED_BY
+from sluice_operator.publish.configmap import CIRCUIT_LABEL, MANAGED_BY, owner_name
 from sluice_operator.publish.events import Event, KubeEvents
 from sluice_operator.reconcile.circuit import CircuitCycle, CircuitRuntime
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyState
@@ -78,7 +78,8 @@ class OperatorRuntime:
         self.policy_cycle = PolicyCycle(signals, self.sink, self.events, self.metrics,
                                         circuits=self.circuit_document, leading=leading)
         self.circuit_cycle = CircuitCycle(signals, self.sink, self.events, self.metrics,
-                                          namespaces=self.namespace_view, leading=leading)
+                                          namespaces=self.namespace_view, scope=settings.configmap_scope(),
+                                          leading=leading)
         self.policies: dict[str, PolicyState] = {}
         self.circuits: dict[str, CircuitRuntime] = {}
         self.circuit_docs: dict[str, CircuitState] = {}
@@ -94,9 +95,10 @@ class OperatorRuntime:
         return not self.election_enabled or self.elector.leading
 
     def kopf_connection(self) -> kopf.ConnectionInfo:
+        """Kopf's credentials; its re-login after a 401 comes here and reads the token file afresh."""
         c = self.connection
         return kopf.ConnectionInfo(
-            server=c.server, token=c.token, ca_path=c.ca_path, ca_data=c.ca_data, insecure=c.insecure,
+            server=c.server, token=c.current_token(), ca_path=c.ca_path, ca_data=c.ca_data, insecure=c.insecure,
             certificate_path=c.certificate_path, private_key_path=c.private_key_path,
             default_namespace=c.default_namespace,
         )
@@ -259,12 +261,21 @@ class OperatorRuntime:
             return
 
     async def sweep_orphans(self) -> list[str]:
-        """Remove circuit ConfigMaps whose CircuitBreaker was deleted while no operator was running."""
-        selector = f"{MANAGED_BY}=sluice,{CIRCUIT_LABEL}"
-        listing = await self.client.get(resource_path("v1", "configmaps"), params={"labelSelector": selector})
-        names = {((i.get("metadata") or {}).get("labels") or {}).get(CIRCUIT_LABEL) for i in listing.get("items") or []}
+        """Remove circuit ConfigMaps whose CircuitBreaker was deleted while no operator was running.
+
+        Owned ConfigMaps are the garbage collector's; this catches label-only ones (written before
+        ownerReferences, or whose owner reference was removed by hand), in the namespaces we may list.
+        """
+        scope = self.settings.configmap_scope()
+        items: list[Mapping[str, Any]] = []
+        for namespace in [None] if scope is None else sorted(scope):
+            listing = await self.client.get(resource_path("v1", "configmaps", namespace=namespace),
+                                            params={"labelSelector": f"{MANAGED_BY}=sluice,{CIRCUIT_LABEL}"})
+            items += listing.get("items") or []
+        owners = {owner_name(item, CIRCUIT_LABEL) for item in items} - {None, ""}
+        known = {runtime.name for runtime in self.circuits.values()}
         removed: list[str] = []
-        for circuit in sorted(n for n in names if n and n not in self.circuits):
+        for circuit in sorted(str(n) for n in owners if n not in known):
             try:
                 await self.client.get(resource_path("sluice.dev/v1alpha1", "circuitbreakers", name=circuit))
                 continue  # it exists: its own cycle will publish or clean up

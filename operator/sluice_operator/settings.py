@@ -41,6 +41,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY", "false", "Skip TLS verification towards Prometheus."),
     Setting("SLUICE_WATCH_NAMESPACES", "",
             "Comma-separated namespaces to watch for BackpressurePolicies; empty watches cluster-wide."),
+    Setting("SLUICE_CIRCUIT_NAMESPACES", "",
+            "Only with SLUICE_WATCH_NAMESPACES: extra namespaces where CircuitBreakers may publish "
+            "(the chart's circuitNamespaces). Selected namespaces outside both lists are skipped, and the "
+            "circuit's Published condition names them."),
     Setting("SLUICE_DEFAULT_INTERVAL_SECONDS", "5",
             "Polling interval for policies that do not set spec.polling.intervalSeconds."),
     Setting("SLUICE_RAW_QUERY_NAMESPACES", "*",
@@ -101,6 +105,7 @@ class Settings:
     prometheus_ca_file: str = ""
     prometheus_insecure_skip_verify: bool = False
     watch_namespaces: tuple[str, ...] = ()
+    circuit_namespaces: tuple[str, ...] = ()
     default_interval_seconds: float = 5.0
     raw_query_namespaces: tuple[str, ...] = ("*",)
     lag_query_template: str = DEFAULT_LAG_QUERY_TEMPLATE
@@ -122,6 +127,12 @@ class Settings:
     def raw_query_allowed(self, namespace: str) -> bool:
         """May a policy in `namespace` send its own PromQL (a read with the operator's credentials)?"""
         return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.raw_query_namespaces)
+
+    def configmap_scope(self) -> frozenset[str] | None:
+        """Namespaces the operator may write ConfigMaps in; None when a ClusterRole grants all of them."""
+        if not self.watch_namespaces:
+            return None
+        return frozenset(self.watch_namespaces) | frozenset(self.circuit_namespaces)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -172,6 +183,7 @@ class Settings:
             prometheus_insecure_skip_verify=_bool("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY",
                                                   get("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY")),
             watch_namespaces=_list(get("SLUICE_WATCH_NAMESPACES")),
+            circuit_namespaces=_list(get("SLUICE_CIRCUIT_NAMESPACES")),
             default_interval_seconds=_number("SLUICE_DEFAULT_INTERVAL_SECONDS",
                                              get("SLUICE_DEFAULT_INTERVAL_SECONDS"), minimum=1, maximum=3600),
             raw_query_namespaces=_list(get("SLUICE_RAW_QUERY_NAMESPACES")),

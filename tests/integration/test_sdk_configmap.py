@@ -1,44 +1,80 @@
-"""ConfigMapDecisions against the Kubernetes API emulator: list, watch, resume, relist on 410, backoff.
+"""ConfigMapDecisions against the real kube-apiserver: list, watch, resume, relist on 410, backoff.
 
-The emulator serves from the test's event loop while the source's threads use the sync kubernetes
-client, so the tests only ever await (never block) while the source works.
+The producer authenticates as a ServiceAccount that holds only get/list/watch on its one ConfigMap
+(`resourceNames`), which is what the README tells producers to grant. Dropped watches, 410 Gone and
+500s come from the fault proxy in front of the real server.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import kubernetes
 import pytest
 
 from sluice import ConfigMapDecisions, RetryPolicy, ThrottledProducer
 from sluice.decision import to_json
 from sluice.watch import SourceView
-from tests.support import k8s_fixtures
-from tests.support.k8s_emulator import EmulatorHandle, KubeEmulator
+from tests.support.control_plane import ServiceAccountIdentity
+from tests.support.fault_proxy import Fault, matcher
+from tests.support.k8s_fixtures import ClusterHandle
 from tests.support.sdk_helpers import make_circuit, make_decision
-
-k8s_emulator = k8s_fixtures.k8s_emulator
-k8s_api_client = k8s_fixtures.k8s_api_client
 
 NAME = "sluice-orders"
 FAST_RECONNECT = RetryPolicy(max_attempts=1_000_000, initial_delay=0.01, max_delay=0.05, deadline=float("inf"))
 
 
-def configmap(data: dict[str, str]) -> dict[str, Any]:
-    return {"metadata": {"name": NAME, "namespace": "default"}, "data": data}
+def configmap(namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": NAME, "namespace": namespace}, "data": data}
+
+
+def producer_identity(cluster: ClusterHandle) -> ServiceAccountIdentity:
+    """A producer ServiceAccount with get/list/watch on exactly one ConfigMap, as the README says."""
+    ns = cluster.namespace
+    cluster.plane.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "producer", "namespace": ns}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "read-sluice-decision", "namespace": ns},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [NAME],
+                    "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "producer-reads-sluice-decision", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-sluice-decision"},
+         "subjects": [{"kind": "ServiceAccount", "name": "producer", "namespace": ns}]},
+    ])
+    return cluster.plane.service_account_identity(ns, "producer")
+
+
+def create(cluster: ClusterHandle, data: dict[str, str]) -> None:
+    cluster.api.create_object("configmaps", configmap(cluster.namespace, data))
+
+
+def patch(cluster: ClusterHandle, data: dict[str, str]) -> None:
+    cluster.api.patch_object("configmaps", NAME, {"data": data}, cluster.namespace)
 
 
 @pytest.fixture
-def emu(k8s_emulator: EmulatorHandle) -> KubeEmulator:
-    return k8s_emulator.emulator
+def api_client(cluster: ClusterHandle) -> Iterator[Any]:
+    """The producer's sync kubernetes client, through the proxy, with its bound token."""
+    identity = producer_identity(cluster)
+    config = kubernetes.client.Configuration()
+    config.host = cluster.base_url
+    config.api_key = {"authorization": identity.token}
+    config.api_key_prefix = {"authorization": "Bearer"}
+    client = kubernetes.client.ApiClient(config)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture
-async def source(emu: KubeEmulator, k8s_api_client: Any) -> AsyncIterator[ConfigMapDecisions]:
+async def source(cluster: ClusterHandle, api_client: Any) -> AsyncIterator[ConfigMapDecisions]:
     watcher = ConfigMapDecisions(
-        "default", [NAME], api_client=k8s_api_client, watch_timeout=30, request_timeout=5, reconnect=FAST_RECONNECT
+        cluster.namespace, [NAME], api_client=api_client, watch_timeout=30, request_timeout=5,
+        reconnect=FAST_RECONNECT,
     )
     try:
         yield watcher
@@ -46,8 +82,8 @@ async def source(emu: KubeEmulator, k8s_api_client: Any) -> AsyncIterator[Config
         await asyncio.to_thread(watcher.close)
 
 
-async def until(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Await (letting the emulator serve) until ``check()`` is truthy."""
+async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Await until ``check()`` is truthy."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -63,62 +99,66 @@ def epoch(view: SourceView) -> int | None:
     return view.decision.doc.epoch if view.decision is not None else None
 
 
-async def test_sees_the_configmap_created_and_updated(emu: KubeEmulator, source: ConfigMapDecisions) -> None:
-    await until(lambda: source.lists >= 1 and emu.open_watches >= 1, what="first list and watch")
+async def test_sees_the_configmap_created_and_updated(cluster: ClusterHandle, source: ConfigMapDecisions) -> None:
+    await until(lambda: source.lists >= 1 and cluster.proxy.open_watches >= 1, what="first list and watch")
     assert source.view().decision is None
 
-    emu.create_object("configmaps", configmap({"decision.json": to_json(make_decision(epoch=1))}), "default")
+    create(cluster, {"decision.json": to_json(make_decision(epoch=1))})
     await until(lambda: epoch(source.view()) == 1, what="created decision")
 
-    emu.patch_object("configmaps", NAME, {"data": {
+    cluster.api.patch_object("configmaps", NAME, {"data": {
         "decision.json": to_json(make_decision(epoch=2, shed=("low",))),
         "circuit.json": to_json(make_circuit("brokers", "half-open", probe_ratio=0.5)),
-    }}, "default")
+    }}, cluster.namespace)
     view = await until(lambda: (v := source.view()).circuits and epoch(v) == 2 and v, what="update")
     assert view.circuits[0].doc.state == "half-open"
     assert view.connected and view.errors == 0
 
-    emu.delete_object("configmaps", NAME, "default")
+    cluster.api.delete_object("configmaps", NAME, cluster.namespace)
     await until(lambda: source.view().circuits == (), what="deleted circuit")
     assert epoch(source.view()) == 2  # a deleted ConfigMap's decision just ages into staleness
     assert source.lists == 1
 
 
 async def test_a_dropped_watch_resumes_from_the_last_resource_version(
-    emu: KubeEmulator, source: ConfigMapDecisions
+    cluster: ClusterHandle, source: ConfigMapDecisions
 ) -> None:
-    emu.create_object("configmaps", configmap({"decision.json": to_json(make_decision(epoch=1))}), "default")
-    await until(lambda: epoch(source.view()) == 1 and emu.open_watches >= 1)
+    create(cluster, {"decision.json": to_json(make_decision(epoch=1))})
+    await until(lambda: epoch(source.view()) == 1 and cluster.proxy.open_watches >= 1)
     last_rv = source.resource_versions[NAME]
-    watches_before = len(emu.recorded(method="GET", resource="configmaps"))
+    watches_before = len(cluster.proxy.recorded(method="GET", resource="configmaps"))
 
-    emu.close_watches()  # the API server drops the connection
-    await until(lambda: len(emu.recorded(method="GET", resource="configmaps")) > watches_before
-                and emu.open_watches >= 1, what="re-watch")
-    resumed = emu.recorded(method="GET", resource="configmaps")[-1]
+    cluster.proxy.drop_watches()  # the connection drops mid-stream
+    await until(lambda: len(cluster.proxy.recorded(method="GET", resource="configmaps")) > watches_before
+                and cluster.proxy.open_watches >= 1, what="re-watch")
+    resumed = cluster.proxy.recorded(method="GET", resource="configmaps")[-1]
     assert resumed.query.get("resourceVersion") == last_rv and resumed.query.get("watch") == "true"
-    emu.patch_object("configmaps", NAME, {"data": {"decision.json": to_json(make_decision(epoch=2))}}, "default")
+    patch(cluster, {"decision.json": to_json(make_decision(epoch=2))})
     await until(lambda: epoch(source.view()) == 2, what="update after resume")
     assert source.lists == 1  # resumed, not relisted
 
 
-async def test_410_gone_relists_and_catches_up(emu: KubeEmulator, source: ConfigMapDecisions) -> None:
-    emu.create_object("configmaps", configmap({"decision.json": to_json(make_decision(epoch=1))}), "default")
-    await until(lambda: epoch(source.view()) == 1 and emu.open_watches >= 1)
-    # Without a chance to reconnect in between: drop the watch, change the ConfigMap, compact history.
-    emu.close_watches()
-    emu.patch_object("configmaps", NAME, {"data": {"decision.json": to_json(make_decision(epoch=7))}}, "default")
-    emu.compact_history()
+async def test_410_gone_relists_and_catches_up(cluster: ClusterHandle, source: ConfigMapDecisions) -> None:
+    create(cluster, {"decision.json": to_json(make_decision(epoch=1))})
+    await until(lambda: epoch(source.view()) == 1 and cluster.proxy.open_watches >= 1)
+    # The watch drops; while its resume is held up, the ConfigMap changes and history is compacted:
+    # the resume gets 410 Gone, and only a relist can catch up.
+    cluster.proxy.inject(Fault(gone_on_resume=True, delay=1.0, times=1,
+                               match=matcher(resource="configmaps", watch=True)))
+    cluster.proxy.drop_watches()
+    cluster.api.patch_object("configmaps", NAME, {"data": {"decision.json": to_json(make_decision(epoch=7))}},
+                             cluster.namespace)
     await until(lambda: epoch(source.view()) == 7, what="relisted state")
     assert source.lists == 2
-    emu.patch_object("configmaps", NAME, {"data": {"decision.json": to_json(make_decision(epoch=8))}}, "default")
+    patch(cluster, {"decision.json": to_json(make_decision(epoch=8))})
     await until(lambda: epoch(source.view()) == 8, what="watching again after the relist")
 
 
-async def test_api_errors_back_off_and_recover(emu: KubeEmulator, k8s_api_client: Any) -> None:
-    emu.create_object("configmaps", configmap({"decision.json": to_json(make_decision(epoch=3))}), "default")
-    fault = emu.inject_fault(500, times=3, writes_only=False, resource="configmaps", method="GET")
-    source = ConfigMapDecisions("default", NAME, api_client=k8s_api_client, request_timeout=5, reconnect=FAST_RECONNECT)
+async def test_api_errors_back_off_and_recover(cluster: ClusterHandle, api_client: Any) -> None:
+    create(cluster, {"decision.json": to_json(make_decision(epoch=3))})
+    fault = cluster.proxy.inject_fault(500, times=3, resource="configmaps", method="GET")
+    source = ConfigMapDecisions(cluster.namespace, NAME, api_client=api_client, request_timeout=5,
+                                reconnect=FAST_RECONNECT)
     try:
         await until(lambda: epoch(source.view()) == 3, what="decision after the faults")
         assert len(fault.hits) == 3 and source.reconnects == 3
@@ -128,24 +168,24 @@ async def test_api_errors_back_off_and_recover(emu: KubeEmulator, k8s_api_client
 
 
 async def test_a_bad_document_in_the_configmap_keeps_the_last_good_one(
-    emu: KubeEmulator, source: ConfigMapDecisions
+    cluster: ClusterHandle, source: ConfigMapDecisions
 ) -> None:
-    emu.create_object("configmaps", configmap({"decision.json": to_json(make_decision(epoch=1))}), "default")
+    create(cluster, {"decision.json": to_json(make_decision(epoch=1))})
     await until(lambda: epoch(source.view()) == 1)
-    emu.patch_object("configmaps", NAME, {"data": {"decision.json": "{not json"}}, "default")
+    cluster.api.patch_object("configmaps", NAME, {"data": {"decision.json": "{not json"}}, cluster.namespace)
     await until(lambda: source.view().errors == 1, what="error counted")
     assert epoch(source.view()) == 1
 
 
-async def test_a_producer_follows_the_watched_configmap(emu: KubeEmulator, source: ConfigMapDecisions) -> None:
-    emu.create_object("configmaps", configmap({"decision.json": to_json(make_decision(epoch=1))}), "default")
+async def test_a_producer_follows_the_watched_configmap(cluster: ClusterHandle, source: ConfigMapDecisions) -> None:
+    create(cluster, {"decision.json": to_json(make_decision(epoch=1))})
     await until(lambda: epoch(source.view()) == 1)
     producer = ThrottledProducer({"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 1000}, source)
     try:
         assert producer.health()["decision"]["status"] == "fresh"
-        assert producer.health()["decision"]["source"] == f"configmap:default/{NAME}"
-        emu.patch_object("configmaps", NAME, {"data": {"circuit.json": to_json(make_circuit("b", "open"))}},
-                         "default")
+        assert producer.health()["decision"]["source"] == f"configmap:{cluster.namespace}/{NAME}"
+        cluster.api.patch_object("configmaps", NAME, {"data": {"circuit.json": to_json(make_circuit("b", "open"))}},
+                         cluster.namespace)
         await until(lambda: producer.health()["circuit"]["state"] == "open", what="open circuit seen")
     finally:
         producer.close(0)

@@ -1,4 +1,8 @@
-"""Run the real Sluice operator (Kopf + leader election + cycles) in-process against the emulator."""
+"""Run the real Sluice operator (Kopf + leader election + cycles) in-process against the real API server.
+
+It authenticates as the chart's ServiceAccount (token file), connects through the test's recording
+proxy, and keeps its Lease in sluice-system under a name of the test's own.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,27 @@ from sluice_operator.kube import Connection
 from sluice_operator.runtime import OperatorRuntime
 from sluice_operator.settings import Settings
 from sluice_operator.wiring import build_signals
-from tests.support.k8s_emulator_kopf import quick_settings
+from tests.support.control_plane import OPERATOR_NAMESPACE, ServiceAccountIdentity
+from tests.support.k8s_fixtures import CIRCUITS, POLICIES, ClusterHandle
 
-POLICIES = "sluice.dev/v1alpha1/backpressurepolicies"
-CIRCUITS = "sluice.dev/v1alpha1/circuitbreakers"
+__all__ = ["CIRCUITS", "POLICIES", "OperatorHandle", "ThreadedOperator", "circuit", "policy", "running_operator",
+           "start_operator"]
+
+
+def quick_settings() -> kopf.OperatorSettings:
+    """Kopf settings for tests: short timeouts and backoffs so tests finish in seconds.
+
+    Kopf must be stopped through its stop flag, never by cancelling its task: on cancellation without
+    the flag, Kopf schedules a SIGKILL of the main thread (`settings.process.ultimate_exiting_timeout`).
+    """
+    settings = kopf.OperatorSettings()
+    settings.networking.request_timeout = 10
+    settings.networking.connect_timeout = 5
+    settings.watching.reconnect_backoff = 0.1
+    settings.watching.server_timeout = 60
+    settings.queueing.exit_timeout = 2
+    settings.process.ultimate_exiting_timeout = None
+    return settings
 
 
 @dataclass
@@ -31,12 +52,13 @@ class OperatorHandle:
         return await asyncio.wait_for(self.task, timeout)
 
 
-def make_settings(prometheus_url: str, **env: str) -> Settings:
+def make_settings(cluster: ClusterHandle, prometheus_url: str, **env: str) -> Settings:
     base = {
         "SLUICE_PROMETHEUS_URL": prometheus_url,
         "SLUICE_LEASE_DURATION_SECONDS": "4",
         "SLUICE_LEASE_RENEW_SECONDS": "1",
-        "SLUICE_LEASE_NAMESPACE": "default",
+        "SLUICE_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
+        "SLUICE_LEASE_NAME": cluster.lease_name,
         "SLUICE_QUERY_CACHE_SECONDS": "0.5",
         "SLUICE_HTTP_PORT": "0",
     }
@@ -44,23 +66,34 @@ def make_settings(prometheus_url: str, **env: str) -> Settings:
     return Settings.from_env(base)
 
 
-def start_operator(base_url: str, prometheus_url: str, *, identity: str = "op-1",
-                   env: Mapping[str, str] | None = None, release_on_stop: bool = True) -> OperatorHandle:
+def connection_for(cluster: ClusterHandle, account: ServiceAccountIdentity | None = None) -> Connection:
+    """The ServiceAccount's token file (re-read on change), through the test's proxy."""
+    account = account or cluster.identity
+    return Connection(server=cluster.base_url, token_path=str(account.token_file),
+                      default_namespace=account.namespace)
+
+
+def start_operator(cluster: ClusterHandle, prometheus_url: str, *, identity: str = "op-1",
+                   env: Mapping[str, str] | None = None, release_on_stop: bool = True,
+                   account: ServiceAccountIdentity | None = None,
+                   namespaces: tuple[str, ...] = ()) -> OperatorHandle:
     """Start one operator instance as a task; stop it with `await handle.shutdown()`."""
-    settings = make_settings(prometheus_url, **dict(env or {}))
-    connection = Connection(server=base_url, insecure=True, default_namespace="default")
+    settings = make_settings(cluster, prometheus_url, **dict(env or {}))
+    connection = connection_for(cluster, account)
     runtime = OperatorRuntime(settings, connection, signals=build_signals(settings), identity=identity)
     stop = asyncio.Event()
     kopf_settings = quick_settings()
     task = asyncio.ensure_future(
-        runtime.run(stop, http=False, kopf_settings=kopf_settings, release_on_stop=release_on_stop)
+        runtime.run(stop, http=False, kopf_settings=kopf_settings, release_on_stop=release_on_stop,
+                    namespaces=namespaces)
     )
     return OperatorHandle(runtime, task, stop)
 
 
 @contextlib.asynccontextmanager
-async def running_operator(base_url: str, prometheus_url: str, **kwargs: Any) -> AsyncIterator[OperatorHandle]:
-    handle = start_operator(base_url, prometheus_url, **kwargs)
+async def running_operator(cluster: ClusterHandle, prometheus_url: str, **kwargs: Any
+                           ) -> AsyncIterator[OperatorHandle]:
+    handle = start_operator(cluster, prometheus_url, **kwargs)
     try:
         yield handle
     finally:
@@ -68,7 +101,7 @@ async def running_operator(base_url: str, prometheus_url: str, **kwargs: Any) ->
             await handle.shutdown()
 
 
-def policy(name: str, namespace: str = "default", *, query: str | None = None,
+def policy(name: str, namespace: str, *, query: str | None = None,
            spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A BackpressurePolicy object with a 1 s interval (the minimum) so tests run in seconds."""
     body: dict[str, Any] = {
@@ -85,7 +118,8 @@ def policy(name: str, namespace: str = "default", *, query: str | None = None,
     }
 
 
-def circuit(name: str, *, query: str | None = None, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def circuit(name: str, *, namespaces: tuple[str, ...] = (), query: str | None = None,
+            spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A CircuitBreaker over a Prometheus error signal, tuned to trip and recover in seconds."""
     body: dict[str, Any] = {
         "signal": {"prometheus": {"query": query or f'max(test_errors{{circuit="{name}"}})',
@@ -96,14 +130,10 @@ def circuit(name: str, *, query: str | None = None, spec: Mapping[str, Any] | No
         "probeIntervalSeconds": 1,
         "recoveryThreshold": 2,
         "halfOpenProbeRatio": 0.25,
-        "namespaces": ["default"],
+        "namespaces": list(namespaces),
     }
     body.update(spec or {})
     return {"apiVersion": "sluice.dev/v1alpha1", "kind": "CircuitBreaker", "metadata": {"name": name}, "spec": body}
-
-
-def kopf_settings() -> kopf.OperatorSettings:
-    return quick_settings()
 
 
 class ThreadedOperator:
@@ -113,12 +143,12 @@ class ThreadedOperator:
     replicas must not share a loop; separate loops also make "replica crashed" realistic.
     """
 
-    def __init__(self, base_url: str, prometheus_url: str, *, identity: str,
+    def __init__(self, cluster: ClusterHandle, prometheus_url: str, *, identity: str,
                  env: Mapping[str, str] | None = None, release_on_stop: bool = True) -> None:
         import threading
 
-        settings = make_settings(prometheus_url, **dict(env or {}))
-        connection = Connection(server=base_url, insecure=True, default_namespace="default")
+        settings = make_settings(cluster, prometheus_url, **dict(env or {}))
+        connection = connection_for(cluster)
         self.runtime = OperatorRuntime(settings, connection, signals=build_signals(settings), identity=identity)
         self.exit_code: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -86,29 +86,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "sluice.policyRules" -}}
 - apiGroups: ["sluice.dev"]
   resources: ["backpressurepolicies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch"]
 - apiGroups: ["sluice.dev"]
   resources: ["backpressurepolicies/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["sluice.dev"]
-  resources: ["backpressurepolicies/finalizers"]
-  verbs: ["update"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* ConfigMaps the operator publishes decisions and circuit states in (it only writes ones labelled managed-by: sluice). */}}
 {{- define "sluice.configMapRules" -}}
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "create", "update", "delete"]
 {{- end }}
 
 {{- define "sluice.eventRules" -}}
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{- define "sluice.secretRules" -}}

@@ -6,8 +6,13 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from sluice_operator import logs
 from sluice_operator.settings import Settings, SettingsError
@@ -38,6 +43,31 @@ def _connection() -> object:
     return login_via_client(logger=logging.getLogger("sluice_operator.login"), settings=kopf.OperatorSettings())
 
 
+def _token_path() -> str | None:
+    """The token file behind those credentials, re-read when it changes (projected tokens rotate).
+
+    In a pod: the ServiceAccount token the kubelet refreshes. Outside: the kubeconfig user's `tokenFile`.
+    """
+    from sluice_operator.kube import IN_CLUSTER_TOKEN
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and Path(IN_CLUSTER_TOKEN).exists():
+        return IN_CLUSTER_TOKEN
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or [
+        str(Path.home() / ".kube" / "config")]
+    for path in paths:
+        try:
+            config: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        context = next((c.get("context") or {} for c in config.get("contexts") or []
+                        if c.get("name") == config.get("current-context")), {})
+        user = next((u.get("user") or {} for u in config.get("users") or [] if u.get("name") == context.get("user")),
+                    {})
+        if user.get("tokenFile"):
+            return str(Path(path).parent / str(user["tokenFile"]))
+    return None
+
+
 async def _cluster(settings: Settings) -> int:
     from sluice_operator.kube import Connection, KubeClient
     from sluice_operator.runtime import OperatorRuntime
@@ -48,7 +78,7 @@ async def _cluster(settings: Settings) -> int:
         print("sluice run: no Kubernetes credentials found: set KUBECONFIG, or run in a pod with a "
               "service account (or use --local)", file=sys.stderr)
         return 2
-    connection = Connection.from_kopf(info)
+    connection = Connection.from_kopf(info, token_path=_token_path())
     signals = build_signals(settings, client=KubeClient(connection))
     runtime = OperatorRuntime(settings, connection, signals=signals)
     stop = asyncio.Event()

@@ -47,7 +47,12 @@ class LogEvents:
 
 
 class KubeEvents:
-    """Posts core/v1 Events; cluster-scoped objects' events go to `default_namespace`."""
+    """Posts core/v1 Events; cluster-scoped objects' events go to `default_namespace` (the operator's own).
+
+    The API server accepts an Event about a cluster-scoped object (empty involvedObject.namespace) only
+    in `default`, so, as Kopf does, the reference names the Event's own namespace: `kubectl get events
+    -n sluice-system` then lists circuit transitions, which the chart's RBAC allows the operator to post.
+    """
 
     def __init__(self, client: KubeClient, default_namespace: str = "default") -> None:
         self.client = client
@@ -64,7 +69,7 @@ class KubeEvents:
                 "apiVersion": API_VERSION,
                 "kind": event.kind,
                 "name": event.name,
-                "namespace": event.namespace,
+                "namespace": namespace,
                 "uid": event.uid,
             },
             "type": event.type,

@@ -1,8 +1,10 @@
 """One CircuitBreaker evaluation: probe -> state machine -> status, Events, circuit.json everywhere.
 
 The state lives in the CR status, so a restarted operator continues an open circuit instead of
-closing it. Circuit ConfigMaps live in other namespaces (no ownerReference can point there), so they
-are found and cleaned up by their `sluice.dev/circuit` label.
+closing it. Circuit ConfigMaps carry an ownerReference to the (cluster-scoped) CircuitBreaker, so the
+garbage collector removes them with it; a namespace that stops being selected gets its ConfigMap
+deleted by name. With watchNamespaces the operator publishes only where the chart grants it ConfigMaps
+(`scope`), and says in the `Published` condition which selected namespaces it skipped.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from sluice.decision import CIRCUIT_KEY, CircuitState, fingerprint, to_json
 from sluice_operator import engine
 from sluice_operator.api.circuit import CircuitBreakerSpec, LabelSelector
 from sluice_operator.api.common import API_VERSION
+from sluice_operator.kube import ApiError
 from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics
 from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner
 from sluice_operator.publish.events import Event, EventSink
+from sluice_operator.publish.names import circuit_configmap
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
@@ -29,10 +33,6 @@ from sluice_operator.reconcile.sinks import Sink
 
 log = logging.getLogger(__name__)
 REFRESH_FRACTION = 1 / 3
-
-
-def configmap_name(circuit: str) -> str:
-    return f"sluice-circuit-{circuit}"
 
 
 def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
@@ -103,10 +103,16 @@ class CircuitCycle(Cycle):
     def __init__(
         self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
         namespaces: Callable[[], tuple[Mapping[str, Mapping[str, str]], frozenset[str]]],
+        scope: frozenset[str] | None = None,
         **options: Unpack[CycleOptions],
     ) -> None:
         super().__init__(signals, sink, events, metrics, **options)
         self.namespaces = namespaces
+        self.scope = scope  # namespaces we may write ConfigMaps in; None: all (a ClusterRole)
+
+    @staticmethod
+    def owner(name: str, uid: str | None) -> Owner:
+        return Owner(API_VERSION, "CircuitBreaker", name, uid, CIRCUIT_LABEL)
 
     async def run(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, generation: int | None) -> CircuitState:
         started = self.clock()
@@ -137,7 +143,7 @@ class CircuitCycle(Cycle):
         self.metrics.circuit_state.labels(circuit=runtime.name).set(CIRCUIT_VALUE.get(document.state, 0))
 
         if self.leading():
-            await self._publish(runtime, spec, document)
+            changed |= await self._publish(runtime, spec, document, generation)
             if changed:
                 status = dict(engine.circuit_to_status(step.memory))
                 status.update({
@@ -171,29 +177,61 @@ class CircuitCycle(Cycle):
         changed |= runtime.conditions.set("Ready", "True", "Evaluating", "", generation)
         return changed
 
-    async def _publish(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, document: CircuitState) -> None:
+    async def _publish(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, document: CircuitState,
+                       generation: int | None) -> bool:
+        """Write circuit.json where the circuit applies; True when the Published condition changed."""
         labels, terminating = self.namespaces()
-        targets = target_namespaces(spec, labels, terminating)
-        owner = Owner(API_VERSION, "CircuitBreaker", runtime.name, None, CIRCUIT_LABEL)
+        selected = target_namespaces(spec, labels, terminating)
+        targets = selected if self.scope is None else selected & self.scope
+        owner = self.owner(runtime.name, runtime.uid)
+        configmap = circuit_configmap(runtime.name)
         text = to_json(document)
         doc_fp = fingerprint(document)
         now = self.clock()
+        failed: list[str] = []
         for namespace in sorted(targets):
             last = runtime.published.get(namespace)
             if last is not None and last[0] == doc_fp and now - last[1] < spec.ttl_seconds * REFRESH_FRACTION:
                 continue
-            result = await self.sink.publish(namespace, configmap_name(runtime.name), owner, {CIRCUIT_KEY: text})
+            result = await self.sink.publish(namespace, configmap, owner, {CIRCUIT_KEY: text})
             self.metrics.configmap_writes.labels(outcome=result.outcome.value).inc()
             if result.outcome.ok:
                 runtime.published[namespace] = (doc_fp, now)
-            elif result.outcome is PublishOutcome.CONFLICT:
-                log.warning("circuit %s: %s", runtime.name, result.message)
-        stale = set(runtime.published) - targets
-        if stale or not runtime.swept:
-            runtime.swept = True
-            await self.sink.unpublish_circuit(runtime.name, targets)
-            runtime.published = {ns: seen for ns, seen in runtime.published.items() if ns in targets}
+            else:
+                failed.append(f"{namespace}: {result.message}")
+                if result.outcome is PublishOutcome.CONFLICT:
+                    log.warning("circuit %s: %s", runtime.name, result.message)
+        await self._unpublish(runtime, owner, configmap, targets)
+        return self._published_condition(runtime, targets, selected - targets, failed, generation)
+
+    async def _unpublish(self, runtime: CircuitRuntime, owner: Owner, configmap: str,
+                         targets: frozenset[str]) -> None:
+        """Remove circuit.json where the circuit no longer applies; a failure is retried next probe."""
+        stale = frozenset(set(runtime.published) - targets)
+        try:
+            if stale:
+                await self.sink.unpublish_circuit(owner, configmap, stale)
+                runtime.published = {ns: seen for ns, seen in runtime.published.items() if ns in targets}
+            if not runtime.swept:  # leftovers from before a restart, which `published` does not know
+                await self.sink.sweep_circuit(owner, targets, self.scope)
+                runtime.swept = True
+        except (ApiError, OSError, TimeoutError) as error:
+            log.warning("circuit %s: could not remove stale ConfigMaps (retrying next probe): %s", runtime.name,
+                        error, extra={"kind": "CircuitBreaker", "namespace": "", "object": runtime.name})
+
+    @staticmethod
+    def _published_condition(runtime: CircuitRuntime, targets: frozenset[str], skipped: frozenset[str],
+                             failed: list[str], generation: int | None) -> bool:
+        if failed:
+            return runtime.conditions.set("Published", "False", "PublishFailed", "; ".join(failed), generation)
+        if skipped:
+            return runtime.conditions.set(
+                "Published", "False", "NamespaceNotWatched",
+                f"selected namespaces outside watchNamespaces/circuitNamespaces were skipped: "
+                f"{', '.join(sorted(skipped))}; add them to the chart's circuitNamespaces", generation)
+        return runtime.conditions.set("Published", "True", "Published",
+                                      f"circuit.json in {len(targets)} namespace(s)", generation)
 
     async def cleanup(self, name: str) -> list[str]:
-        """Delete every ConfigMap of a deleted circuit (by label)."""
-        return await self.sink.unpublish_circuit(name, frozenset())
+        """After a deletion: the garbage collector removes owned ConfigMaps; this catches label-only ones."""
+        return await self.sink.sweep_circuit(self.owner(name, None), frozenset(), self.scope)

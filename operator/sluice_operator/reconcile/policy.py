@@ -21,6 +21,7 @@ from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.metrics import ZONE_VALUE, OperatorMetrics
 from sluice_operator.publish.configmap import POLICY_LABEL, Owner
 from sluice_operator.publish.events import Event, EventSink
+from sluice_operator.publish.names import policy_configmap
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
@@ -103,7 +104,7 @@ class PolicyCycle(Cycle):
         backlog = reading.value if reading.ok else None
         outcome = engine.evaluate(spec, backlog, now_wall.timestamp(), state.memory, signal=kind)
         circuit = self.circuits(spec.circuit_breaker_ref) if spec.circuit_breaker_ref else None
-        configmap = spec.output.config_map_name or f"sluice-{state.name}"
+        configmap = spec.output.config_map_name or policy_configmap(state.name)
         candidate = engine.build_decision(
             outcome, namespace=state.namespace, name=state.name, now=now_wall,
             ttl_seconds=spec.output.ttl_seconds, epoch=state.epoch + 1, circuit=circuit,

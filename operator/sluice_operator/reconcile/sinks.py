@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.kube import ApiError, KubeClient, resource_path
-from sluice_operator.publish.configmap import CIRCUIT_LABEL, ConfigMapPublisher, Owner
+from sluice_operator.publish.configmap import ConfigMapPublisher, Owner
 from sluice_operator.publish.directory import DirectoryPublisher, write_atomic
 from sluice_operator.publish.outcome import PublishOutcome, PublishResult
 
@@ -24,7 +24,13 @@ class Sink(Protocol):
     async def write_status(self, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> bool:
         ...
 
-    async def unpublish_circuit(self, circuit: str, keep: frozenset[str]) -> list[str]: ...
+    async def unpublish_circuit(self, owner: Owner, configmap: str, namespaces: frozenset[str]) -> list[str]:
+        """Remove a circuit's document from these namespaces (where it was published); what went."""
+        ...
+
+    async def sweep_circuit(self, owner: Owner, keep: frozenset[str], scope: frozenset[str] | None) -> list[str]:
+        """Remove a circuit's documents everywhere in `scope` (None: cluster-wide) except `keep`."""
+        ...
 
 
 class ClusterSink:
@@ -47,9 +53,17 @@ class ClusterSink:
             raise
         return True
 
-    async def unpublish_circuit(self, circuit: str, keep: frozenset[str]) -> list[str]:
-        selector = f"app.kubernetes.io/managed-by=sluice,{CIRCUIT_LABEL}={circuit}"
-        return await self.configmaps.delete_labelled(selector, keep_namespaces=keep)
+    async def unpublish_circuit(self, owner: Owner, configmap: str, namespaces: frozenset[str]) -> list[str]:
+        removed = []
+        for namespace in sorted(namespaces):
+            if await self.configmaps.delete_one(namespace, configmap, owner):
+                removed.append(f"{namespace}/{configmap}")
+        return removed
+
+    async def sweep_circuit(self, owner: Owner, keep: frozenset[str], scope: frozenset[str] | None) -> list[str]:
+        scopes = None if scope is None else scope - keep
+        found = await self.configmaps.delete_owned(owner, scopes, keep=keep)
+        return found
 
 
 class DirectorySink:
@@ -71,14 +85,17 @@ class DirectorySink:
             return False
         return True
 
-    async def unpublish_circuit(self, circuit: str, keep: frozenset[str]) -> list[str]:
-        return await asyncio.to_thread(self._unpublish_circuit, circuit, keep)
+    async def unpublish_circuit(self, owner: Owner, configmap: str, namespaces: frozenset[str]) -> list[str]:
+        return await asyncio.to_thread(self._unpublish_circuit, owner.name, lambda ns: ns in namespaces)
 
-    def _unpublish_circuit(self, circuit: str, keep: frozenset[str]) -> list[str]:
+    async def sweep_circuit(self, owner: Owner, keep: frozenset[str], scope: frozenset[str] | None) -> list[str]:
+        return await asyncio.to_thread(self._unpublish_circuit, owner.name, lambda ns: ns not in keep)
+
+    def _unpublish_circuit(self, circuit: str, remove: Callable[[str], bool]) -> list[str]:
         removed = []
         for directory in self.root.glob(f"*/{circuit}"):
             namespace = directory.parent.name
-            if namespace in keep or not (directory / "circuit.json").exists():
+            if not remove(namespace) or not (directory / "circuit.json").exists():
                 continue
             self.files.remove(namespace, circuit, ("circuit.json",))
             removed.append(f"{namespace}/{circuit}")

@@ -1,13 +1,9 @@
-"""Fixtures for operator scenarios: the emulator, one real Prometheus per module, an exporter."""
+"""Fixtures for operator scenarios: one real Prometheus per module, a factory for more, an exporter.
 
-from tests.support.k8s_fixtures import k8s_emulator
-from tests.support.prometheus import prometheus_fixture
+The control plane and the per-test `cluster` come from tests/support/k8s_fixtures.py.
+"""
+
+from tests.support.prometheus import prometheus_factory_fixture, prometheus_fixture
 
 prom = prometheus_fixture(scope="module")
-
-__all__ = ["k8s_emulator", "prom"]
-
-from tests.support.prometheus import prometheus_factory_fixture  # noqa: E402
-
 make_prometheus = prometheus_factory_fixture()
-__all__ += ["make_prometheus"]

@@ -11,10 +11,14 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import yaml
 
-from tests.support.k8s_emulator import EmulatorHandle
+from tests.support.control_plane import OPERATOR_NAMESPACE, kubeconfig
+from tests.support.k8s_fixtures import ClusterHandle
 from tests.support.operator_harness import POLICIES, policy
 from tests.support.prometheus import PrometheusServer
+
+LEASES = "coordination.k8s.io/v1/leases"
 
 
 def _free_port() -> int:
@@ -23,29 +27,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-        "users": [{"name": "tester", "user": {"token": "not-checked"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
-    }))
+def _kubeconfig(path: Path, cluster: ClusterHandle) -> Path:
+    """The chart ServiceAccount's kubeconfig (a tokenFile, as in a pod), pointed at the test's proxy."""
+    config = kubeconfig(cluster.base_url, cluster.plane.ca_file, user="sluice",
+                        token_file=cluster.identity.token_file, namespace=OPERATOR_NAMESPACE)
+    del config["clusters"][0]["cluster"]["certificate-authority"]  # the proxy speaks plain HTTP
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
 async def test_sluice_run_serves_health_publishes_and_stops_cleanly(
-    k8s_emulator: EmulatorHandle, prom: PrometheusServer, tmp_path: Path
+    cluster: ClusterHandle, prom: PrometheusServer, tmp_path: Path
 ) -> None:
-    emulator, base_url = k8s_emulator
+    api, ns = cluster.api, cluster.namespace
     prom.exporter.set("test_lag", 3000, {"policy": "cli"})
     await prom.async_wait_for_value('sum(test_lag{policy="cli"})', 3000)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     env.update({
-        "KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", base_url)),
+        "KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", cluster)),
         "SLUICE_PROMETHEUS_URL": prom.url,
         "SLUICE_HTTP_PORT": str(port),
-        "SLUICE_LEASE_NAMESPACE": "default",
+        "SLUICE_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
+        "SLUICE_LEASE_NAME": cluster.lease_name,
         "SLUICE_LOG_FORMAT": "json",
     })
     log = (tmp_path / "operator.log").open("wb")
@@ -53,10 +57,10 @@ async def test_sluice_run_serves_health_publishes_and_stops_cleanly(
         sys.executable, "-m", "sluice_operator.cli", "run", env=env, stdout=log, stderr=log,
     )
     try:
-        emulator.create_object(POLICIES, policy("cli"))
-        cm = await emulator.wait_for_object("configmaps", "sluice-cli", "default", timeout_s=30)
+        api.create_object(POLICIES, policy("cli", ns))
+        cm = await api.wait_for_object("configmaps", "sluice-cli", ns, timeout_s=30)
         assert json.loads(cm["data"]["decision.json"])["priorities"]["medium"]["zone"] == "red"
-        zone_metric = 'sluice_policy_zone{namespace="default",policy="cli",priority="medium"} 2.0'
+        zone_metric = f'sluice_policy_zone{{namespace="{ns}",policy="cli",priority="medium"}} 2.0'
         async with aiohttp.ClientSession() as session:
             for path, expected in (("/healthz", "ok"), ("/readyz", "ready (leader)"), ("/metrics", zone_metric)):
                 for _ in range(50):  # the cycle finishes its metrics just after the ConfigMap write
@@ -67,7 +71,7 @@ async def test_sluice_run_serves_health_publishes_and_stops_cleanly(
                     await asyncio.sleep(0.1)
                 else:
                     raise AssertionError(f"{path} never showed {expected!r}")
-        lease = emulator.get_object("leases", "sluice-operator-leader", "default")
+        lease = api.get_object(LEASES, cluster.lease_name, OPERATOR_NAMESPACE)
         assert lease is not None and lease["spec"]["holderIdentity"]
     finally:
         if proc.returncode is None:
@@ -76,7 +80,9 @@ async def test_sluice_run_serves_health_publishes_and_stops_cleanly(
         log.close()
     text = (tmp_path / "operator.log").read_text()
     assert code == 0, text[-2000:]
-    lease = emulator.get_object("leases", "sluice-operator-leader", "default")
+    lease = api.get_object(LEASES, cluster.lease_name, OPERATOR_NAMESPACE)
     assert lease is not None and lease["spec"]["holderIdentity"] == "", "a clean stop hands the Lease over"
     published = [json.loads(line) for line in text.splitlines() if '"published epoch' in line]
-    assert published and published[0]["namespace"] == "default" and published[0]["object"] == "cli"
+    assert published and published[0]["namespace"] == ns and published[0]["object"] == "cli"
+    users = {r.user_agent for r in cluster.proxy.recorded()}
+    assert users and all(r.status != 401 and r.status != 403 for r in cluster.proxy.recorded()), users
