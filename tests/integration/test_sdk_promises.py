@@ -301,12 +301,12 @@ def test_an_error_cb_that_raises_never_escapes() -> None:
         raise RuntimeError("user bug")
 
     producer = ThrottledProducer({"bootstrap.servers": UNREACHABLE, "error_cb": broken},
-                                 StaticDecisions(make_decision()), close_timeout=0.2)
+                                 StaticDecisions(make_decision()))
     producer.produce("t", b"x")
     assert _until(lambda: producer.poll(0.05) >= 0 and bool(calls), timeout=15)
     producer.produce("t", b"y")
     producer.flush(0.2)
-    assert producer.close() == 2
+    assert producer.close(0.2) == 2
     assert producer.outcomes().resolved == 2
 
 
