@@ -85,6 +85,22 @@ def test_on_delivery_that_produces_again_loses_nothing(kafka: InProcessKafka, to
     producer.close(5)
 
 
+def test_on_dead_letter_may_produce_again(kafka: InProcessKafka, topic: str) -> None:
+    dlq = f"{topic}-dlq"
+    producer = ThrottledProducer({"bootstrap.servers": kafka.bootstrap_servers},
+                                 StaticDecisions(make_decision(shed=("low",), zone="red")), dlq_topic=dlq,
+                                 on_shed="dlq",
+                                 on_dead_letter=lambda letter: producer.produce(topic, letter.value, priority="high"))
+    for i in range(50):
+        producer.produce(topic, f"shed-{i}".encode(), priority="low")
+    assert producer.flush(15) == 0
+    outcomes = producer.outcomes()
+    assert (outcomes.dead_lettered, outcomes.delivered, outcomes.failed) == (50, 50, 0)
+    assert sorted(m.value() or b"" for m in consume_all(kafka.bootstrap_servers, topic)) == sorted(
+        f"shed-{i}".encode() for i in range(50))
+    producer.close(5)
+
+
 # -- item 2: delays measured once ----------------------------------------------------------------------
 
 

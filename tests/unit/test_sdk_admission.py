@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from sluice.admission import RECHECK_WAIT_S, Admission, Step
-from sluice.callbacks import FailureLog, shielded
+from sluice.callbacks import FailureLog, shield_conf_callbacks, shielded
 from sluice.config import client_conf
 from sluice.decision import to_json, utcnow
 from sluice.dlq import H_HEADERS_TRUNCATED, DeadLetter
@@ -225,3 +225,17 @@ def test_oversized_original_headers_are_cut_and_flagged() -> None:
     as_dict = dict(headers)
     assert as_dict[H_HEADERS_TRUNCATED] == str(1 + 5 + 3 + 5000 + 5 + 1)
     assert as_dict["a"] == b"12345" and len(as_dict["big"] or b"") == 1000 - 6 - 3 and "after" not in as_dict
+
+
+@pytest.mark.parametrize("name", ["error_cb", "throttle_cb", "stats_cb"])
+def test_librdkafka_callbacks_in_conf_are_shielded_and_the_sdks_own_run_first(name: str) -> None:
+    calls: list[str] = []
+
+    def user(*_: object) -> None:
+        calls.append("user")
+        raise RuntimeError("user bug")
+
+    conf: dict[str, object] = {name: user}
+    shield_conf_callbacks(conf, {name: lambda *_: calls.append("sdk")})
+    conf[name]("event")  # type: ignore[operator]
+    assert calls == ["sdk", "user"]

@@ -100,6 +100,7 @@ def test_the_default_policy_can_reach_its_deadline() -> None:
     """Issue 10 item 7: 8 attempts capped at 0.5 s could wait 0.64 s against a 10 s deadline."""
     policy = RetryPolicy()
     assert policy.reachable_budget() >= policy.deadline
+    assert math.fsum(policy.cap(i) for i in range(policy.max_attempts - 1)) == pytest.approx(28.635)
     # At the top of the jitter the retries last the whole deadline, not a fraction of a second.
     assert math.fsum(policy.schedule(lambda: 1.0)) == pytest.approx(policy.deadline)
 
