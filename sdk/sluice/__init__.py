@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sluice.decision import CircuitState, Decision, PriorityDecision
 
 if TYPE_CHECKING:
-    from sluice.classify import Route, classify_delivery, classify_error
+    from sluice.classify import Route, classify_delivery, classify_error, in_doubt
     from sluice.dlq import DeadLetter
     from sluice.errors import (
         CircuitOpenError,
@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "Route": "sluice.classify",
     "classify_delivery": "sluice.classify",
     "classify_error": "sluice.classify",
+    "in_doubt": "sluice.classify",
     "DeadLetter": "sluice.dlq",
     "CircuitOpenError": "sluice.errors",
     "FatalProducerError": "sluice.errors",
@@ -90,6 +91,7 @@ __all__ = [
     "__version__",
     "classify_delivery",
     "classify_error",
+    "in_doubt",
 ]
 
 

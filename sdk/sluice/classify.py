@@ -36,6 +36,7 @@ __all__ = [
     "classify_error",
     "classify_exception",
     "classify_serialization",
+    "in_doubt",
     "markdown_table",
 ]
 
@@ -156,6 +157,18 @@ def classify_delivery(err: KafkaError) -> Route:
     if route in (Route.TRANSIENT, Route.BACKPRESSURE):
         return Route.TIMED_OUT
     return route
+
+
+def in_doubt(err: KafkaError | None) -> bool:
+    """True when a failed delivery may have been written anyway: the outcome is *in doubt*.
+
+    A timeout (``_MSG_TIMED_OUT``, or a transient error librdkafka stopped retrying) and a purge of
+    a message already sent (``_PURGE_INFLIGHT``) leave the broker's side unknown. Every other error
+    in a delivery report means the message was not written.
+    """
+    if err is None:
+        return False
+    return err.code() == KafkaError._PURGE_INFLIGHT or classify_delivery(err) is Route.TIMED_OUT
 
 
 def classify_exception(exc: BaseException) -> tuple[Route, KafkaError | None]:

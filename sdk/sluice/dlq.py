@@ -22,9 +22,14 @@ Headers (all values are UTF-8 strings except ``sluice.original-key``, the raw ke
 ``sluice.maybe-delivered``  ``true`` only for timeouts: the original may also have been written
 ``sluice.value-encoding``  raw | json | repr (how the value field was produced)
 ``sluice.value-truncated``  original length in bytes, only when the value was cut
+``sluice.headers-truncated``  original size of the message's own headers in bytes, only when they
+                           were cut to fit
 ========================  ========================================================================
 
-The original message's own headers follow the ``sluice.*`` ones unchanged.
+The original message's own headers follow the ``sluice.*`` ones, unchanged while they fit in
+``headers_budget`` bytes (names plus values). A dead letter must fit where the original did not
+always fit: headers past the budget are cut (the one that crosses it keeps a prefix of its value,
+later ones are dropped) and ``sluice.headers-truncated`` says so.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "H_ERROR_NAME",
     "H_ERROR_REASON",
     "H_FAILED_AT",
+    "H_HEADERS_TRUNCATED",
     "H_MAYBE_DELIVERED",
     "H_ORIGINAL_KEY",
     "H_ORIGINAL_PARTITION",
@@ -68,6 +74,7 @@ H_PRIORITY = "sluice.priority"
 H_MAYBE_DELIVERED = "sluice.maybe-delivered"
 H_VALUE_ENCODING = "sluice.value-encoding"
 H_VALUE_TRUNCATED = "sluice.value-truncated"
+H_HEADERS_TRUNCATED = "sluice.headers-truncated"
 
 Reason = Literal["shed", "permanent", "timeout", "serialization"]
 Header = tuple[str, str | bytes | None]
@@ -115,6 +122,7 @@ class DeadLetter:
     original_headers: list[Header] = field(default_factory=list)
     failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     truncate_to: int | None = None
+    headers_budget: int | None = None
 
     def key_bytes(self) -> bytes | None:
         """The original key as bytes (the DLQ message key and the ``sluice.original-key`` header)."""
@@ -145,7 +153,13 @@ class DeadLetter:
         if value is not None and self.truncate_to is not None and len(value) > self.truncate_to:
             headers.append((H_VALUE_TRUNCATED, str(len(value))))
             value = value[: self.truncate_to]
-        return value, headers + list(self.original_headers)
+        own = list(self.original_headers)
+        if self.headers_budget is not None:
+            size = headers_size(own)
+            if size > self.headers_budget:
+                headers.append((H_HEADERS_TRUNCATED, str(size)))
+                own = cut_headers(own, self.headers_budget)
+        return value, headers + own
 
 
 def normalize_headers(headers: Any) -> list[Header]:
@@ -154,3 +168,29 @@ def normalize_headers(headers: Any) -> list[Header]:
         return []
     items = headers.items() if isinstance(headers, dict) else headers
     return [(str(k), v) for k, v in items]
+
+
+def _raw(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else (value or b"")
+
+
+def headers_size(headers: list[Header]) -> int:
+    """Bytes of header names and values (what counts against ``message.max.bytes``)."""
+    return sum(len(name.encode()) + len(_raw(value)) for name, value in headers)
+
+
+def cut_headers(headers: list[Header], budget: int) -> list[Header]:
+    """The headers that fit in ``budget`` bytes; the one crossing it keeps a prefix of its value."""
+    out: list[Header] = []
+    room = budget
+    for name, value in headers:
+        need = len(name.encode())
+        raw = _raw(value)
+        if need + len(raw) <= room:
+            out.append((name, value))
+            room -= need + len(raw)
+            continue
+        if room > need:
+            out.append((name, raw[: room - need]))
+        break
+    return out

@@ -10,7 +10,9 @@ anyway.
 =================================================  =========================================================
 ``sluice_producer_messages_total{priority,outcome}``  outcome: sent (handed to librdkafka), delayed, shed,
                                                    rejected_open, rejected_stale, retried (one per retry),
-                                                   dead_lettered, failed (the caller got an error)
+                                                   dead_lettered, failed (known not written),
+                                                   in_doubt (may have been written: timeouts, purges
+                                                   of messages in flight)
 ``sluice_producer_observed_total{priority,action}``  Observe mode: what would have happened (delay, shed,
                                                    reject_open)
 ``sluice_producer_delay_seconds{priority}``        histogram of applied delays
@@ -20,6 +22,8 @@ anyway.
 ``sluice_producer_in_flight``                      messages accepted but not yet resolved
 ``sluice_producer_decision_errors_total``          unreadable or invalid documents the source skipped
 ``sluice_producer_recreated_total``                underlying producers replaced after a fatal error
+``sluice_producer_broker_throttle_seconds_total``  seconds the producer held messages back because a
+                                                   broker reported a quota throttle (KIP-219)
 =================================================  =========================================================
 """
 
@@ -45,6 +49,7 @@ OUTCOMES: Final = (
     "retried",
     "dead_lettered",
     "failed",
+    "in_doubt",
 )
 OBSERVE_ACTIONS: Final = ("delay", "shed", "reject_open")
 DELAY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
@@ -61,6 +66,7 @@ class Counts:
         "dead_lettered",
         "delayed",
         "failed",
+        "in_doubt",
         "observed",
         "rejected_open",
         "rejected_stale",
@@ -78,6 +84,7 @@ class Counts:
         self.retried = [0, 0, 0]
         self.dead_lettered = [0, 0, 0]
         self.failed = [0, 0, 0]
+        self.in_doubt = [0, 0, 0]
         self.observed = {action: [0, 0, 0] for action in OBSERVE_ACTIONS}
 
     def outcome(self, name: str) -> list[int]:
@@ -100,6 +107,7 @@ class GaugeState:
     in_flight: int
     decision_errors: int
     recreated: int
+    broker_throttle_seconds: float = 0.0
 
 
 class _Collector:
@@ -128,7 +136,10 @@ class _Collector:
         in_flight = GaugeMetricFamily("sluice_producer_in_flight", "Messages accepted and not yet resolved.")
         errors = CounterMetricFamily("sluice_producer_decision_errors", "Invalid or unreadable documents skipped.")
         recreated = CounterMetricFamily("sluice_producer_recreated", "Producers recreated after fatal errors.")
-        families: list[Metric] = [messages, observed, age, circuit, epoch, in_flight, errors, recreated]
+        throttle = CounterMetricFamily(
+            "sluice_producer_broker_throttle_seconds", "Seconds messages were held back for broker throttles."
+        )
+        families: list[Metric] = [messages, observed, age, circuit, epoch, in_flight, errors, recreated, throttle]
         if state is None:
             return families
         for outcome in OUTCOMES:
@@ -143,6 +154,7 @@ class _Collector:
         in_flight.add_metric([], state.in_flight)
         errors.add_metric([], state.decision_errors)
         recreated.add_metric([], state.recreated)
+        throttle.add_metric([], state.broker_throttle_seconds)
         return families
 
 

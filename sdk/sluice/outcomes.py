@@ -1,8 +1,10 @@
 """Bookkeeping of message outcomes: the exactly-one-outcome invariant and the recent error rate.
 
-Every message ``produce`` accepts ends in exactly one of *delivered*, *dead-lettered* or *failed*
-(reported to the caller). With ``delivery_reports="errors"`` (the default, for speed) librdkafka
-reports only failures, so *delivered* is derived: ``accepted - dead_lettered - failed - in_flight``,
+Every message ``produce`` accepts ends in exactly one of four outcomes: *delivered*,
+*dead-lettered*, *failed* (known not written) or *in doubt* (may have been written: a timeout, a
+purge of a message in flight; both reported to the caller). With ``delivery_reports="errors"``
+(the default, for speed) librdkafka reports only failures, so *delivered* is derived:
+``accepted - dead_lettered - failed - in_doubt - in_flight``,
 where *in flight* counts the messages still inside either producer's queue or awaiting the SDK's
 routing. Both producers count a message until its delivery report has been served, so the sum holds
 at every quiescent point (and is exact after ``flush``).
@@ -25,11 +27,12 @@ class Outcomes:
     dead_lettered: int
     failed: int
     in_flight: int
+    in_doubt: int = 0
 
     @property
     def resolved(self) -> int:
         """Messages with a final outcome."""
-        return self.delivered + self.dead_lettered + self.failed
+        return self.delivered + self.dead_lettered + self.failed + self.in_doubt
 
 
 class ErrorRate:

@@ -12,6 +12,7 @@ Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): the n-th 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -19,16 +20,21 @@ from dataclasses import dataclass
 
 __all__ = ["Backoff", "RetryPolicy"]
 
+log = logging.getLogger("sluice.retry")
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Limits of one message's retries.
 
     ``max_attempts`` counts every try including the first; ``deadline`` (seconds) bounds the time
-    from the first try to the start of the last one.
+    from the first try to the start of the last one (``math.inf``: no deadline). The defaults are
+    chosen so the attempts can outlast the deadline: the sum of the capped delays of 63 retries
+    (about 28.6 s) is well above 10 s, so a full queue is absorbed for up to the deadline, not for
+    a fraction of a second.
     """
 
-    max_attempts: int = 8
+    max_attempts: int = 64
     initial_delay: float = 0.005
     max_delay: float = 0.5
     deadline: float = 10.0
@@ -40,6 +46,27 @@ class RetryPolicy:
             raise ValueError("delays and deadline must be >= 0")
         if self.initial_delay > self.max_delay:
             raise ValueError("initial_delay must not exceed max_delay")
+        if self.max_attempts > 1:
+            # Retries that never wait spin on the CPU; retries that may never start contradict themselves.
+            if self.initial_delay == 0:
+                raise ValueError("initial_delay must be > 0 when retries are allowed (a zero backoff never grows)")
+            if self.deadline == 0:
+                raise ValueError("deadline=0 allows no retry: use max_attempts=1")
+            if math.isfinite(self.deadline) and self.reachable_budget() < self.deadline:
+                log.warning(
+                    "sluice: RetryPolicy(max_attempts=%d, max_delay=%s) waits at most %.3fs in all, "
+                    "below its deadline of %ss: the attempts run out first",
+                    self.max_attempts, self.max_delay, self.reachable_budget(), self.deadline,
+                )
+
+    def reachable_budget(self) -> float:
+        """The longest the retries can wait in total: the sum of every retry's cap."""
+        total = 0.0
+        for retry in range(self.max_attempts - 1):
+            total += self.cap(retry)
+            if total >= self.deadline:
+                break
+        return total
 
     def cap(self, retry: int) -> float:
         """Upper bound of the delay before retry number ``retry`` (0-based)."""

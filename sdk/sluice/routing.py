@@ -4,9 +4,14 @@ librdkafka serves delivery reports inside ``poll()``, where producing again is u
 could only be relieved by polling, re-entrantly). So `FailureRouter.on_report` only queues a failed
 message; `FailureRouter.drain` routes the queue after the poll returned. Dead letters go through a
 second producer that reports every delivery (the main one reports failures only, for speed), so a
-message counts as *dead-lettered* only once its dead letter is acknowledged, and as *failed* if that
-write fails too. Together with the producer's own counters this keeps the invariant: every accepted
-message ends in exactly one of delivered, dead-lettered, or reported failed.
+message counts as *dead-lettered* only once its dead letter is acknowledged, and as failed or in
+doubt if that write fails too. Together with the producer's own counters this keeps the invariant:
+every accepted message ends in exactly one of delivered, dead-lettered, failed or in doubt.
+
+`drain` is iterative and not re-entrant: a caller's ``on_delivery`` that produces again (a common
+retry pattern) only adds to the queue the running drain is emptying, never a nested drain. A
+failure taken off the queue stays counted in `FailureRouter.in_flight` until it has an outcome, and
+a routing error reports it rather than dropping it.
 """
 
 from __future__ import annotations
@@ -17,20 +22,20 @@ import functools
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from sluice.classify import Route, classify_delivery
+from sluice.callbacks import FailureLog, shielded
+from sluice.classify import Route, classify_delivery, in_doubt
 from sluice.decision import PRIORITIES
 from sluice.dlq import DeadLetter, Header, Reason
 from sluice.metrics import Counts
 from sluice.retry import Backoff, RetryPolicy
 
-__all__ = ["DeliveryCallback", "Failure", "FailureRouter", "RouterHost"]
+__all__ = ["DeliveryCallback", "Failure", "FailureRouter", "RouterHost", "call_user"]
 
 log = logging.getLogger("sluice.producer")
 
@@ -49,10 +54,12 @@ class Failure:
     headers: list[Header] | None
     err: KafkaError
     msg: Message
+    #: set once the failure has an outcome (or has been handed on: re-sent, dead letter queued)
+    settled: bool = False
 
 
 class RouterHost(Protocol):
-    """What the router needs from the producer that owns it."""
+    """What the router needs from the producer that owns it (a private link, not its public API)."""
 
     def resend(self, failure: Failure) -> bool:
         """Produce a timed-out message again (at-least-once); False when it could not be enqueued."""
@@ -81,22 +88,36 @@ class FailureRouter:
         retry: RetryPolicy,
         max_message_bytes: int,
         on_dead_letter: Callable[[DeadLetter], None] | None,
+        failure_log: FailureLog,
     ) -> None:
-        self._host = weakref.proxy(host)  # no reference cycle: a dropped producer is freed at once
+        self._host = host
         self._counts = counts
         self.dlq_topic = dlq_topic
-        self._dlq_conf = dict(dlq_conf)
         self.on_timeout: OnTimeout = on_timeout
         self._retry = retry
         self._max_message_bytes = max_message_bytes
         self._on_dead_letter = on_dead_letter
+        self._failure_log = failure_log
         self._lock = threading.RLock()
+        self._drain_lock = threading.Lock()
         self.pending: collections.deque[Failure] = collections.deque()
+        #: failures taken off `pending` and not settled yet
+        self.routing = 0
         self.dlq: Producer | None = None
+        if dlq_topic is not None:
+            # Built now, so a bad dlq_conf fails the constructor instead of the first shed.
+            conf = dict(dlq_conf)
+            conf["delivery.report.only.error"] = False  # the SDK must see each dead letter land
+            try:
+                self.dlq = Producer(conf)
+            except (KafkaException, TypeError, ValueError) as exc:
+                raise ValueError(f"invalid dead-letter producer configuration (dlq_conf): {exc}") from exc
         #: accepted at produce time straight into the dead-letter path (shed, bad data)
         self.direct = 0
-        #: accepted messages reported failed
+        #: accepted messages reported failed (known not written)
         self.failed = 0
+        #: accepted messages reported in doubt (may have been written)
+        self.in_doubt = 0
         #: delivery failures of accepted messages (for the error rate)
         self.errors = 0
 
@@ -122,21 +143,38 @@ class FailureRouter:
     # -- outside it --------------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Route every queued failure."""
-        with self._lock:
-            while self.pending:
-                failure = self.pending.popleft()
+        """Route every queued failure; a nested call (from a callback) returns at once."""
+        if not self._drain_lock.acquire(blocking=False):
+            return  # another drain (maybe our caller's) is emptying the queue
+        try:
+            while True:
+                try:
+                    failure = self.pending.popleft()
+                except IndexError:
+                    return
+                self.routing += 1
                 self.errors += 1
                 try:
                     self._route(failure)
                 except Exception:  # a routing bug must not lose the message silently
-                    log.exception("sluice: routing a failed message raised; reporting it failed")
-                    self.report_failed(failure.idx, failure.user_cb, failure.err, failure.msg)
+                    log.exception("sluice: routing a failed message raised; reporting it")
+                    if not failure.settled:
+                        self.report(failure.idx, failure.user_cb, failure.err, failure.msg)
+                except BaseException:
+                    if not failure.settled:  # KeyboardInterrupt and the like: keep it for the next drain
+                        self.pending.appendleft(failure)
+                        self.errors -= 1
+                    raise
+                finally:
+                    self.routing -= 1
+        finally:
+            self._drain_lock.release()
 
     def _route(self, f: Failure) -> None:
         route = classify_delivery(f.err)
         if route is Route.TIMED_OUT:
             if self.on_timeout == "retry" and f.attempt < self._retry.max_attempts and self._host.resend(f):
+                f.settled = True
                 self._counts.retried[f.idx] += 1
                 return
             if self.on_timeout != "report" and self.dlq_topic is not None:
@@ -150,7 +188,8 @@ class FailureRouter:
             self._host.block_topic(f.msg.topic() or "", f.err)
         elif route is Route.FATAL:
             self._host.mark_fatal()
-        self.report_failed(f.idx, f.user_cb, f.err, f.msg)
+        f.settled = True
+        self.report(f.idx, f.user_cb, f.err, f.msg)
 
     def _dead_letter_failure(self, f: Failure, reason: Reason, *, maybe_delivered: bool) -> None:
         partition = f.msg.partition()
@@ -169,11 +208,17 @@ class FailureRouter:
             original_headers=list(f.headers or ()),
             truncate_to=self.truncation(f.err),
         )
+        f.settled = True
         self._enqueue(letter, f.idx, f.user_cb, f.err)
 
     def truncation(self, err: KafkaError) -> int | None:
         """A value rejected for its size would be rejected again in the DLQ: keep half the limit."""
         return self._max_message_bytes // 2 if err.code() in SIZE_ERRORS else None
+
+    @property
+    def headers_budget(self) -> int:
+        """Room for the original's own headers in a dead letter: a quarter of ``message.max.bytes``."""
+        return self._max_message_bytes // 4
 
     def accept(self, letter: DeadLetter, idx: int, user_cb: DeliveryCallback | None, err: KafkaError | None) -> None:
         """A message accepted at produce time straight into the dead-letter path (shed, bad data)."""
@@ -184,8 +229,9 @@ class FailureRouter:
             self._enqueue(letter, idx, user_cb, err)
 
     def _enqueue(self, letter: DeadLetter, idx: int, user_cb: DeliveryCallback | None, err: KafkaError | None) -> None:
-        assert self.dlq_topic is not None
-        dlq = self._dlq_producer()
+        assert self.dlq_topic is not None and self.dlq is not None
+        dlq = self.dlq
+        letter.headers_budget = self.headers_budget
         value, headers = letter.payload()
         dr = functools.partial(self._on_dlq_report, letter, idx, user_cb, err)
         backoff = Backoff(self._retry, time.monotonic())
@@ -196,14 +242,14 @@ class FailureRouter:
             except BufferError:
                 wait = backoff.next_delay(time.monotonic())
                 if wait is None:
-                    self.report_failed(idx, user_cb, err or KafkaError(KafkaError._QUEUE_FULL), as_message(letter))
+                    self.report(idx, user_cb, err or KafkaError(KafkaError._QUEUE_FULL), as_message(letter))
                     return
                 self._counts.retried[idx] += 1
                 dlq.poll(wait)
             except KafkaException as exc:
                 log.error("sluice: dead-letter topic %r refused a message: %s", self.dlq_topic, exc)
                 dlq_err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                self.report_failed(idx, user_cb, err or dlq_err or KafkaError(KafkaError._FAIL), as_message(letter))
+                self.report(idx, user_cb, err or dlq_err or KafkaError(KafkaError._FAIL), as_message(letter))
                 return
         with contextlib.suppress(KafkaException):
             dlq.poll(0)
@@ -220,32 +266,25 @@ class FailureRouter:
         if err is None:
             self._counts.dead_lettered[idx] += 1
             if self._on_dead_letter is not None:
-                try:
-                    self._on_dead_letter(letter)
-                except Exception:
-                    log.exception("sluice: on_dead_letter callback raised")
+                shielded("on_dead_letter", self._on_dead_letter, letter)
             return
-        log.error("sluice: dead letter to %r failed (%s); reporting the message failed", self.dlq_topic, err)
-        self.report_failed(idx, user_cb, original or err, as_message(letter))
+        self._failure_log.note(str(self.dlq_topic), f"dead letter: {err.name()}", time.monotonic())
+        self.report(idx, user_cb, original or err, as_message(letter))
 
-    def report_failed(self, idx: int, user_cb: DeliveryCallback | None, err: KafkaError, msg: Message) -> None:
-        """The accepted message's final outcome is *failed*: tell the caller."""
-        self._counts.failed[idx] += 1
-        self.failed += 1
+    def report(self, idx: int, user_cb: DeliveryCallback | None, err: KafkaError, msg: Message) -> None:
+        """The accepted message's final outcome is *failed* or *in doubt* (by ``err``): tell the caller."""
+        if in_doubt(err):
+            self._counts.in_doubt[idx] += 1
+            self.in_doubt += 1
+        else:
+            self._counts.failed[idx] += 1
+            self.failed += 1
         if user_cb is not None:
             call_user(user_cb, err, msg)
         else:
-            log.warning("sluice: message to %r failed and no on_delivery was given: %s", msg.topic(), err)
+            self._failure_log.note(msg.topic() or "", err.name(), time.monotonic())
 
     # -- the dead-letter producer ----------------------------------------------------------------
-
-    def _dlq_producer(self) -> Producer:
-        with self._lock:
-            if self.dlq is None:
-                conf = dict(self._dlq_conf)
-                conf["delivery.report.only.error"] = False  # the SDK must see each dead letter land
-                self.dlq = Producer(conf)
-            return self.dlq
 
     def poll(self, timeout: float = 0) -> int:
         """Serve the dead-letter producer's delivery reports."""
@@ -269,16 +308,13 @@ class FailureRouter:
 
     @property
     def in_flight(self) -> int:
-        """Failures awaiting routing plus dead letters awaiting acknowledgement."""
-        return len(self.pending) + (len(self.dlq) if self.dlq is not None else 0)
+        """Failures awaiting routing or being routed, plus dead letters awaiting acknowledgement."""
+        return len(self.pending) + self.routing + (len(self.dlq) if self.dlq is not None else 0)
 
 
 def call_user(cb: DeliveryCallback, err: KafkaError | None, msg: Message) -> None:
     """Call the caller's on_delivery; a raising callback must not break routing of other messages."""
-    try:
-        cb(err, msg)
-    except Exception:
-        log.exception("sluice: on_delivery callback raised")
+    shielded("on_delivery", cb, err, msg)
 
 
 def as_message(letter: DeadLetter) -> Message:

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sluice.decision import CircuitState, Decision
-from sluice.stale import MAX_TTL_SECONDS, Tracked, track
+from sluice.stale import DEFAULT_MAX_CLOCK_SKEW_S, MAX_TTL_SECONDS, Tracked, track
 
 if TYPE_CHECKING:
     from sluice.watch_api import ConfigMapDecisions
@@ -52,10 +52,16 @@ class DecisionSource:
     #: Bumped on every change; the producer polls it without a lock (an int read is atomic).
     version: int
 
-    def __init__(self, description: str, *, max_ttl: float = MAX_TTL_SECONDS) -> None:
+    def __init__(
+        self, description: str, *, max_ttl: float = MAX_TTL_SECONDS, max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW_S
+    ) -> None:
+        if max_clock_skew < 0:
+            raise ValueError("max_clock_skew must be >= 0")
         self.description = description
         self.version = 0
         self._max_ttl = max_ttl
+        #: A document that expired longer ago than this (by the wall clock) is stale on arrival.
+        self.max_clock_skew = max_clock_skew
         self._cond = threading.Condition()
         self._decision: Tracked[Decision] | None = None
         self._circuits: dict[str, Tracked[CircuitState]] = {}
@@ -120,7 +126,9 @@ class DecisionSource:
 
     def _accept_decision(self, doc: Decision, origin: str) -> None:
         with self._cond:
-            tracked = track(doc, self._decision, time.monotonic(), origin, self._max_ttl)
+            tracked = track(
+                doc, self._decision, time.monotonic(), origin, self._max_ttl, max_clock_skew=self.max_clock_skew
+            )
             if tracked is not self._decision:
                 self._decision = tracked
                 self._bump()
@@ -128,7 +136,7 @@ class DecisionSource:
     def _accept_circuit(self, key: str, doc: CircuitState, origin: str) -> None:
         with self._cond:
             previous = self._circuits.get(key)
-            tracked = track(doc, previous, time.monotonic(), origin, self._max_ttl)
+            tracked = track(doc, previous, time.monotonic(), origin, self._max_ttl, max_clock_skew=self.max_clock_skew)
             if tracked is not previous:
                 self._circuits[key] = tracked
                 self._bump()
@@ -179,8 +187,9 @@ class StaticDecisions(DecisionSource):
         circuits: Iterable[CircuitState] = (),
         *,
         max_ttl: float = MAX_TTL_SECONDS,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
-        super().__init__("static", max_ttl=max_ttl)
+        super().__init__("static", max_ttl=max_ttl, max_clock_skew=max_clock_skew)
         if decision is not None:
             self.set_decision(decision)
         for circuit in circuits:

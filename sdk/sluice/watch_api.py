@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from sluice.decision import CIRCUIT_KEY, DECISION_KEY, parse_circuit, parse_decision
 from sluice.retry import RetryPolicy
-from sluice.stale import MAX_TTL_SECONDS
+from sluice.stale import DEFAULT_MAX_CLOCK_SKEW_S, MAX_TTL_SECONDS
 from sluice.watch import DecisionSource
 
 __all__ = ["ConfigMapDecisions"]
@@ -62,13 +62,16 @@ class ConfigMapDecisions(DecisionSource):
         request_timeout: float = 10.0,
         reconnect: RetryPolicy = DEFAULT_RECONNECT,
         max_ttl: float = MAX_TTL_SECONDS,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW_S,
         start: bool = True,
     ) -> None:
         self.namespace = namespace
         self.names = (names,) if isinstance(names, str) else tuple(names)
         if not self.names:
             raise ValueError("names must not be empty")
-        super().__init__(f"configmap:{namespace}/{','.join(self.names)}", max_ttl=max_ttl)
+        super().__init__(
+            f"configmap:{namespace}/{','.join(self.names)}", max_ttl=max_ttl, max_clock_skew=max_clock_skew
+        )
         client = _kube("kubernetes.client")
         self._api: Any = client.CoreV1Api(api_client if api_client is not None else _default_api_client())
         self.watch_timeout = watch_timeout

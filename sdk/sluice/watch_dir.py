@@ -11,6 +11,12 @@ path therefore yields either the whole old or the whole new file. The poller ``s
 symlinks and re-reads only when the target changed (inode, size, mtime), so an idle poll costs a
 few syscalls. Writers that do not rename atomically can expose a half-written file: it fails to
 parse, is counted and logged once, and the last good document stays in force.
+
+A missing file is treated the same way for both documents: a deleted ``decision.json`` or
+``circuit.json`` (an ``rm`` before a rewrite, a botched volume) keeps the last good document until
+it goes stale, so an open circuit does not close because its file vanished for a moment. A circuit
+is forgotten only when its removal is deliberate: the kubelet swapped in a ``..data`` without the key
+(the key left the ConfigMap), or a circuit *subdirectory* disappeared as a whole (local mode).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sluice.decision import CIRCUIT_KEY, DECISION_KEY, CircuitState, Decision, parse_circuit, parse_decision
-from sluice.stale import MAX_TTL_SECONDS
+from sluice.stale import DEFAULT_MAX_CLOCK_SKEW_S, MAX_TTL_SECONDS
 from sluice.watch import DecisionSource
 
 __all__ = ["DirectoryDecisions"]
@@ -50,10 +56,11 @@ class DirectoryDecisions(DecisionSource):
         *,
         circuit_paths: Iterable[str | os.PathLike[str]] = (),
         max_ttl: float = MAX_TTL_SECONDS,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW_S,
         start: bool = True,
     ) -> None:
         self.path = Path(path)
-        super().__init__(f"directory:{self.path}", max_ttl=max_ttl)
+        super().__init__(f"directory:{self.path}", max_ttl=max_ttl, max_clock_skew=max_clock_skew)
         if poll_interval <= 0:
             raise ValueError("poll_interval must be > 0")
         self.poll_interval = poll_interval
@@ -94,12 +101,13 @@ class DirectoryDecisions(DecisionSource):
     def poll_once(self) -> None:
         """Read whatever changed since the last poll."""
         self._read(self.path / DECISION_KEY, parse_decision, self._on_decision, report_missing=True)
-        present: list[str] = []
+        keep: list[str] = []
         for file in self._circuit_files():
             key = str(file)
-            if self._read(file, parse_circuit, partial(self._on_circuit, key), report_missing=False):
-                present.append(key)
-        self._drop_circuits_except(present)
+            held = key in self._circuits and not _removed_by_kubelet(file)
+            if self._read(file, parse_circuit, partial(self._on_circuit, key), report_missing=held) or held:
+                keep.append(key)  # a vanished file keeps its last good document until it goes stale
+        self._drop_circuits_except(keep)
 
     def _on_decision(self, doc: Decision | CircuitState) -> None:
         assert isinstance(doc, Decision)
@@ -118,7 +126,7 @@ class DirectoryDecisions(DecisionSource):
         # Skip the kubelet's "..data" and "..<timestamp>" entries: their files are the same documents.
         files += [Path(e.path) / CIRCUIT_KEY for e in entries if not e.name.startswith(".") and e.is_dir()]
         for extra in self.circuit_paths:
-            files.append(extra / CIRCUIT_KEY if extra.is_dir() else extra)
+            files.append(extra if extra.suffix == ".json" and not extra.is_dir() else extra / CIRCUIT_KEY)
         return files
 
     def _read(
@@ -165,6 +173,12 @@ class DirectoryDecisions(DecisionSource):
         accept(doc)
         self._clear_error(key)
         return True
+
+
+def _removed_by_kubelet(file: Path) -> bool:
+    """The file's directory is a ConfigMap volume whose current ``..data`` no longer has the key."""
+    data = file.parent / "..data"
+    return data.is_symlink() and not (data / file.name).exists()
 
 
 def _describe(exc: ValidationError) -> str:

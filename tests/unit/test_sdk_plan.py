@@ -91,9 +91,9 @@ def test_probe_admits_exactly_the_ratio(ratio: float) -> None:
 
 
 def test_decision_goes_stale_by_monotonic_time_only() -> None:
-    # generatedAt an hour in the past by our wall clock (a skewed operator clock, or kubelet lag):
-    # the TTL still counts from when we received it.
-    doc = make_decision(ttl=60, generated_ago=3600)
+    # Expired 90 s ago by our wall clock (a skewed operator clock, or kubelet lag), within the
+    # default max_clock_skew of 120 s: the TTL still counts from when we received it.
+    doc = make_decision(ttl=60, generated_ago=150)
     v = view(doc)
     assert build_plans(v, T0 + 59.9, "block").decision_status == "fresh"
     stale = build_plans(v, T0 + 60.1, "block")

@@ -14,13 +14,13 @@ from sluice.retry import Backoff, RetryPolicy
 
 @st.composite
 def policies(draw: st.DrawFn) -> RetryPolicy:
-    max_delay = draw(st.floats(0.0, 60.0, allow_nan=False))
-    initial = draw(st.floats(0.0, max_delay, allow_nan=False))
+    max_delay = draw(st.floats(1e-4, 60.0, allow_nan=False))
+    initial = draw(st.floats(1e-4, max_delay, allow_nan=False))
     return RetryPolicy(
         max_attempts=draw(st.integers(1, 60)),
         initial_delay=initial,
         max_delay=max_delay,
-        deadline=draw(st.floats(0.0, 600.0, allow_nan=False)),
+        deadline=draw(st.floats(1e-3, 600.0, allow_nan=False)),
     )
 
 
@@ -82,8 +82,35 @@ def test_one_attempt_means_no_retry() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_attempts": 0}, {"initial_delay": -1.0}, {"initial_delay": 2.0, "max_delay": 1.0}, {"deadline": -1.0}],
+    [
+        {"max_attempts": 0},
+        {"initial_delay": -1.0},
+        {"initial_delay": 2.0, "max_delay": 1.0},
+        {"deadline": -1.0},
+        {"initial_delay": 0.0},  # retries that never wait would spin
+        {"deadline": 0.0},  # retries allowed but none could start
+    ],
 )
 def test_invalid_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_default_policy_can_reach_its_deadline() -> None:
+    """Issue 10 item 7: 8 attempts capped at 0.5 s could wait 0.64 s against a 10 s deadline."""
+    policy = RetryPolicy()
+    assert policy.reachable_budget() >= policy.deadline
+    assert math.fsum(policy.cap(i) for i in range(policy.max_attempts - 1)) == pytest.approx(28.635)
+    # At the top of the jitter the retries last the whole deadline, not a fraction of a second.
+    assert math.fsum(policy.schedule(lambda: 1.0)) == pytest.approx(policy.deadline)
+
+
+def test_an_unreachable_deadline_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="sluice.retry"):
+        RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
+    assert "attempts run out first" in caplog.text
+
+
+def test_no_deadline_is_allowed() -> None:
+    policy = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.02, deadline=math.inf)
+    assert list(policy.schedule(lambda: 1.0)) == pytest.approx([0.01, 0.02, 0.02])

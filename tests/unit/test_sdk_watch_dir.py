@@ -108,9 +108,9 @@ def test_local_mode_layout_with_circuits_in_subdirectories_and_extra_paths(tmp_p
     source = DirectoryDecisions(policy_dir, circuit_paths=[brokers, loose], start=False)
     assert sorted(c.doc.name for c in source.view().circuits) == ["brokers", "loose", "nested"]
 
-    (brokers / "circuit.json").unlink()
+    (policy_dir / "nested").rename(tmp_path / "gone")  # a circuit's subdirectory removed as a whole
     source.poll_once()
-    assert sorted(c.doc.name for c in source.view().circuits) == ["loose", "nested"]
+    assert sorted(c.doc.name for c in source.view().circuits) == ["brokers", "loose"]
 
 
 def test_kubelet_internal_directories_are_not_scanned_twice(tmp_path: Path) -> None:

@@ -1,0 +1,320 @@
+"""One message's way into librdkafka, as a state machine that does no I/O.
+
+`Admission` decides and the producer's drivers act: a blocking one for ``produce()`` and an
+asyncio one for ``aproduce()``, the shape tenacity (``BaseRetrying.iter`` driven by ``Retrying`` and
+``AsyncRetrying``) and httpx (``auth_flow`` driven by sync and async flows) use. Each method takes
+what just happened (the time, the plan now in force, an exception) and returns the next `Step`:
+
+``WAIT``         sleep ``wait_s`` seconds (serving delivery reports), then call `Admission.waited`;
+``SERIALIZE``    run the serializers, then `serialized` or `serialize_failed`;
+``ENQUEUE``      hand the message to librdkafka, then `enqueued` or `enqueue_failed`;
+``DEAD_LETTER``  hand ``letter`` to the dead-letter path (a shed, data that can never be produced);
+``DONE``         accepted.
+
+Refusals (open circuit, shed with ``on_shed="raise"``, stale, closed, budget spent) are raised
+from the method that finds them: the message was not accepted.
+
+A delay is measured once, from the moment the message first had to wait, and is the larger of the
+decision's delay and a broker's throttle. A re-check after each wait slice can lengthen it, shorten
+it, shed or reject the message; it never restarts the delay, and the message is counted in
+``delayed`` and in the delay histogram once.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError
+
+from sluice.classify import Route, classify_exception, classify_serialization
+from sluice.dlq import DeadLetter, Reason, normalize_headers
+from sluice.errors import (
+    CircuitOpenError,
+    FatalProducerError,
+    PermanentMessageError,
+    ProducerClosedError,
+    RetryBudgetExceededError,
+    ShedError,
+    StaleDecisionError,
+    TopicUnavailableError,
+)
+from sluice.metrics import Counts
+from sluice.plan import Plan, Probe
+from sluice.retry import Backoff, RetryPolicy
+from sluice.routing import DeliveryCallback
+from sluice.serde import SerializationFailure
+
+__all__ = ["RECHECK_WAIT_S", "Admission", "AdmissionHost", "Step"]
+
+#: While a message waits out a delay, re-check the decision this often (a circuit may open).
+RECHECK_WAIT_S = 0.1
+
+
+class Step(enum.Enum):
+    """What the driver does next."""
+
+    WAIT = "wait"
+    SERIALIZE = "serialize"
+    ENQUEUE = "enqueue"
+    DEAD_LETTER = "dead-letter"
+    DONE = "done"
+
+
+class AdmissionHost(Protocol):
+    """The producer state an admission reads and the bookkeeping it asks for (no I/O)."""
+
+    @property
+    def counts(self) -> Counts:
+        """The producer's tallies."""
+
+    @property
+    def on_shed(self) -> str:
+        """``raise`` or ``dlq``."""
+
+    @property
+    def dlq_topic(self) -> str | None:
+        """Where dead letters go (None: nowhere)."""
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The backoff budget."""
+
+    @property
+    def serializing(self) -> bool:
+        """Serializers are configured."""
+
+    def closed(self) -> bool:
+        """`close` was called: nothing more may be enqueued."""
+
+    def blocked(self, topic: str, now: float) -> str | None:
+        """Why ``topic`` fails closed at ``now`` (None: it does not)."""
+
+    def throttled_until(self) -> float:
+        """Monotonic time until which a broker asked us to hold back (KIP-219)."""
+
+    def truncation(self, err: KafkaError) -> int | None:
+        """How far a dead letter's value is cut for ``err``."""
+
+    def observe_delay(self, priority: str, seconds: float) -> None:
+        """Record an applied delay in the histogram."""
+
+    def count_rejected(self, idx: int) -> None:
+        """Count a message refused at produce time."""
+
+    def block_topic(self, topic: str, err: KafkaError) -> None:
+        """Fail closed on ``topic``."""
+
+    def mark_fatal(self) -> None:
+        """Recreate the underlying producer at the next opportunity."""
+
+
+class Admission:
+    """The state of one message between ``produce()`` and librdkafka's queue."""
+
+    __slots__ = (
+        "_backoff", "_delay_counted", "_host", "_phase", "_probe", "_wait_start", "headers", "key", "letter",
+        "letter_err", "plan", "topic", "user_cb", "value", "wait_s",
+    )
+
+    def __init__(
+        self, host: AdmissionHost, plan: Plan, topic: str, value: Any, key: Any, headers: Any,
+        user_cb: DeliveryCallback | None,
+    ) -> None:
+        self._host = host
+        self.plan = plan
+        self.topic, self.value, self.key, self.headers, self.user_cb = topic, value, key, headers, user_cb
+        self.wait_s = 0.0
+        self.letter: DeadLetter | None = None
+        self.letter_err: KafkaError | None = None
+        self._phase = Step.WAIT  # WAIT: still gated by the decision; then SERIALIZE or ENQUEUE
+        self._wait_start: float | None = None
+        self._delay_counted = False
+        self._probe: Probe | None = None
+        self._backoff: Backoff | None = None
+
+    # -- the decision, and waiting it out -----------------------------------------------------------
+
+    def begin(self, now: float) -> Step:
+        """Apply the plan: refuse, dead-letter, wait, or go on."""
+        if self._gate(now, first=True):
+            return Step.DEAD_LETTER
+        return self._schedule(now)
+
+    def waited(self, now: float, plan: Plan) -> Step:
+        """A wait ended; ``plan`` is the one in force now."""
+        if self._host.closed():
+            raise ProducerClosedError("producer is closed")
+        if self._phase is not Step.WAIT:
+            return self._phase  # a backoff ended: try the same step again
+        if plan != self.plan:
+            self.plan = plan
+            if self._gate(now, first=False):
+                return Step.DEAD_LETTER
+        return self._schedule(now)
+
+    def _schedule(self, now: float) -> Step:
+        plan, host = self.plan, self._host
+        start = now if self._wait_start is None else self._wait_start
+        release = max(start + plan.delay_s, host.throttled_until())
+        if plan.delay_s > 0 and not self._delay_counted and release > now:
+            self._delay_counted = True
+            host.counts.delayed[plan.idx] += 1
+        if release > now:
+            self._wait_start = start
+            self.wait_s = min(release - now, RECHECK_WAIT_S)
+            return Step.WAIT
+        if self._delay_counted:
+            host.observe_delay(plan.priority, max(0.0, release - start))
+        self._phase = Step.SERIALIZE if host.serializing else Step.ENQUEUE
+        return self._phase
+
+    def _gate(self, now: float, *, first: bool) -> bool:
+        """Circuits, staleness, Observe counting, fail-closed topics and sheds, in that order.
+
+        True when the message goes to the dead-letter path (a shed with ``on_shed="dlq"``).
+        """
+        host, plan = self._host, self.plan
+        counts, idx = host.counts, plan.idx
+        if host.closed():
+            raise ProducerClosedError("producer is closed")
+        if plan.stale_block is not None:
+            counts.rejected_stale[idx] += 1
+            raise StaleDecisionError(plan.stale_block, plan.stale_age)
+        if plan.reject is not None:
+            counts.rejected_open[idx] += 1
+            raise CircuitOpenError(plan.reject[0], plan.reject[1], plan.priority)
+        if plan.probe is not None and plan.probe is not self._probe:  # one probe slot per half-open circuit
+            self._probe = plan.probe
+            if not plan.probe.admit():
+                counts.rejected_open[idx] += 1
+                raise CircuitOpenError(plan.probe.circuit, "half-open", plan.priority)
+        if first:
+            for action in plan.observe:
+                counts.observed[action][idx] += 1
+            if plan.observe_probe is not None and not plan.observe_probe.admit():
+                counts.observed["reject_open"][idx] += 1
+        reason = host.blocked(self.topic, now)
+        if reason is not None:
+            host.count_rejected(idx)
+            raise TopicUnavailableError(
+                f"topic {self.topic!r} fails every message ({reason}); failing closed",
+                topic=self.topic,
+                route=Route.PERMANENT_ALL,
+            )
+        if not plan.shed:
+            return False
+        counts.shed[idx] += 1
+        if host.on_shed == "raise":
+            raise ShedError(plan.priority, plan.zone, plan.epoch)
+        self._dead_letter("shed", "SLUICE_SHED", 0, f"shed by decision epoch {plan.epoch} (zone {plan.zone})", None)
+        return True
+
+    # -- serialization ---------------------------------------------------------------------------------
+
+    def serialized(self, key: Any, value: Any) -> Step:
+        """The serializers succeeded."""
+        self.key, self.value = key, value
+        self._phase = Step.ENQUEUE
+        return Step.ENQUEUE
+
+    def serialize_failed(self, failure: SerializationFailure, now: float) -> Step:
+        """A registry outage backs off; data the schema rejects is dead-lettered or raised."""
+        err = failure.kafka_error()
+        if classify_serialization(failure.cause) is Route.TRANSIENT:
+            if self._retry(now):
+                return Step.WAIT
+            attempts = self._attempts
+            raise RetryBudgetExceededError(
+                f"serializer kept failing (registry unavailable?) after {attempts} attempts: {failure.cause}",
+                topic=self.topic, route=Route.TRANSIENT, error=err, attempts=attempts,
+            ) from failure.cause
+        if not self._host_has_dlq():
+            self._host.count_rejected(self.plan.idx)
+            raise PermanentMessageError(
+                str(failure), topic=self.topic, route=Route.PERMANENT_MESSAGE, error=err
+            ) from failure.cause
+        self._dead_letter("serialization", err.name(), failure.code, err.str(), err)
+        return Step.DEAD_LETTER
+
+    # -- librdkafka's queue ------------------------------------------------------------------------------
+
+    def enqueued(self) -> Step:
+        """librdkafka took the message: it is accepted."""
+        self._host.counts.sent[self.plan.idx] += 1
+        return Step.DONE
+
+    def enqueue_failed(self, error: BaseException, now: float) -> Step:
+        """``Producer.produce`` raised: back off, dead-letter, or refuse."""
+        self._phase = Step.ENQUEUE
+        route, err = classify_exception(error)
+        topic, host = self.topic, self._host
+        if route in (Route.BACKPRESSURE, Route.TRANSIENT):
+            if self._retry(now):
+                return Step.WAIT
+            attempts = self._attempts
+            raise RetryBudgetExceededError(
+                f"could not enqueue to {topic!r} after {attempts} attempts: {error}",
+                topic=topic, route=route, error=err, attempts=attempts,
+            ) from error
+        if route is Route.PERMANENT_MESSAGE and err is not None and self._host_has_dlq():
+            self._dead_letter("permanent", err.name(), err.code(), err.str(), err, host.truncation(err))
+            return Step.DEAD_LETTER
+        if route is Route.PERMANENT_MESSAGE and err is None:
+            raise error  # not a Kafka error (e.g. a TypeError for a dict value): the caller's bug
+        host.count_rejected(self.plan.idx)
+        text = err.str() if err is not None else str(error)
+        if route is Route.PERMANENT_ALL and err is not None:
+            host.block_topic(topic, err)
+            raise TopicUnavailableError(
+                f"topic {topic!r}: {text}", topic=topic, route=route, error=err, attempts=self._attempts
+            ) from error
+        if route is Route.FATAL:
+            host.mark_fatal()
+            raise FatalProducerError(
+                f"fatal producer error, the producer is being recreated: {text}",
+                topic=topic, route=route, error=err, attempts=self._attempts,
+            ) from error
+        raise PermanentMessageError(
+            f"cannot produce to {topic!r}: {text}", topic=topic, route=route, error=err, attempts=self._attempts
+        ) from error
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    @property
+    def _attempts(self) -> int:
+        return self._backoff.attempts if self._backoff is not None else 1
+
+    def _retry(self, now: float) -> bool:
+        """Schedule a retry after a backoff (True), or count the refusal when the budget is spent."""
+        if self._backoff is None:
+            self._backoff = Backoff(self._host.retry, now)
+        wait = self._backoff.next_delay(now)
+        if wait is None:
+            self._host.count_rejected(self.plan.idx)
+            return False
+        self._host.counts.retried[self.plan.idx] += 1
+        self.wait_s = wait
+        return True
+
+    def _host_has_dlq(self) -> bool:
+        return self._host.dlq_topic is not None
+
+    def _dead_letter(
+        self, reason: Reason, name: str, code: int, text: str, err: KafkaError | None, truncate_to: int | None = None
+    ) -> None:
+        self.letter = DeadLetter(
+            topic=self.topic,
+            partition=-1,
+            key=self.key,
+            value=self.value,
+            priority=self.plan.priority,
+            reason=reason,
+            error_name=name,
+            error_code=code,
+            error_reason=text,
+            attempts=self._attempts if reason != "shed" else 0,
+            original_headers=normalize_headers(self.headers),
+            truncate_to=truncate_to,
+        )
+        self.letter_err = err

@@ -1,0 +1,389 @@
+"""The machinery under `ThrottledProducer`: ticks, plan tables, housekeeping, broker throttles.
+
+`ProducerCore` holds what the public class in ``sluice.producer`` runs on, so that module keeps
+only the public API and the two admission drivers. The attributes the hot path reads (``_table``,
+``_deadline``, ``_produce``, ``_sent``) live on the same object, so splitting the code costs the hot
+path nothing.
+
+`_Link` is what the failure router and the admission state machine call back into. It holds the
+producer weakly (a dropped producer is freed at once, no reference cycle) and keeps those hooks off
+the producer's public surface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from sluice.callbacks import FailureLog, inside_callback
+from sluice.metrics import Counts, GaugeState, ProducerMetrics
+from sluice.outcomes import ErrorRate
+from sluice.plan import CIRCUIT_GAUGE, OnStale, Plan, PlanSet, build_plans
+from sluice.retry import RetryPolicy
+from sluice.routing import DeliveryCallback, Failure, FailureRouter
+from sluice.watch import DecisionSource
+
+__all__ = ["ProducerCore"]
+
+log = logging.getLogger("sluice.producer")
+
+_monotonic = time.monotonic
+NEG_INF = -math.inf
+#: How often produce() serves delivery reports and looks for a new document version.
+TICK_S = 0.001
+#: Slow-path housekeeping (error-rate samples, fail-closed expiry, stale warnings) at least this often.
+HOUSEKEEPING_S = 5.0
+STALE_WARN_EVERY_S = 60.0
+#: After a fatal error, how long the old producer's purge reports are served before it is replaced.
+RECREATE_DRAIN_S = 5.0
+
+Report = Callable[[KafkaError | None, Message], None]
+
+
+class ProducerCore:
+    """State and slow-path machinery shared by the public API and both drivers."""
+
+    _source: DecisionSource
+    _producer: Producer
+    _produce: Callable[..., None]
+    _poll: Callable[[float], int]
+    _conf: dict[str, Any]
+    _router: FailureRouter
+    _drs: tuple[Report, ...]
+    _default_cb: DeliveryCallback | None
+    _key_serializer: Any
+    _value_serializer: Any
+    counts: Counts
+    metrics: ProducerMetrics
+    dlq_topic: str | None
+    on_shed: str
+    on_stale: OnStale
+    policy: str | None
+    fail_closed_seconds: float
+    retry: RetryPolicy
+
+    def _init_core(self) -> None:
+        self._lock = threading.RLock()
+        self._blocked: dict[str, tuple[float, str]] = {}
+        self._closed = False
+        self._fatal_pending = False
+        self._rejected_errors = 0
+        self._recreated = 0
+        self._error_rate = ErrorRate()
+        self._failure_log = FailureLog()
+        self._stale_warned: tuple[tuple[str, ...], float] = ((), NEG_INF)
+        self._planset: PlanSet | None = None
+        self._table: dict[str, tuple[Report | None, int, Plan]] = {}
+        self._seen_version = -1
+        self._recheck_at = NEG_INF
+        self._deadline = NEG_INF
+        self._throttle_until = NEG_INF
+        self._throttle_total = 0.0
+        self._throttle_last: tuple[str, float] | None = None
+        self._link = _Link(self)
+
+    @property
+    def serializing(self) -> bool:
+        """Serializers are configured (every message takes the slow path)."""
+        return self._key_serializer is not None or self._value_serializer is not None
+
+    # ================================================================== ticks, plans, housekeeping
+
+    def _tick(self) -> None:
+        """At most every millisecond: serve delivery reports, route failures, pick up new documents.
+
+        Not from inside a callback: that thread is already in a poll or in the routing loop.
+        """
+        if inside_callback():
+            return
+        self._serve()
+        now = _monotonic()
+        if (
+            self._router.pending
+            or self._fatal_pending
+            or self._closed
+            or now > self._recheck_at
+            or self._seen_version != self._source.version
+        ):
+            self._refresh()
+        else:
+            self._deadline = min(now + TICK_S, self._recheck_at)
+
+    def _serve(self) -> None:
+        """Serve both producers' queues (delivery reports, error and throttle events)."""
+        try:
+            self._poll(0)
+        except KafkaException as exc:
+            self._on_poll_exception(exc)
+        self._router.poll(0)
+
+    def _refresh(self) -> None:
+        """Rebuild the per-priority table; route queued failures; housekeeping."""
+        with self._lock:
+            if self._fatal_pending:
+                self._recreate(None)
+            self._router.drain()
+            now = _monotonic()
+            view = self._source.view()
+            previous = self._planset
+            planset = build_plans(
+                view, now, self.on_stale, policy=self.policy, probes=previous.probes if previous else None
+            )
+            self._planset = planset
+            for topic in [t for t, (until, _) in self._blocked.items() if until <= now]:
+                del self._blocked[topic]
+            throttled = self._throttle_until > now
+            slow = self._closed or self.serializing or bool(self._blocked) or throttled
+            # dr is None where the plan needs the slow path.
+            self._table = {
+                p: (self._drs[plan.idx] if plan.passthrough and not slow else None, plan.idx, plan)
+                for p, plan in planset.plans.items()
+            }
+            self._seen_version = view.version
+            waits = [planset.recheck_at, now + HOUSEKEEPING_S, *(u for u, _ in self._blocked.values())]
+            self._recheck_at = min(waits + ([self._throttle_until] if throttled else []))
+            self._deadline = NEG_INF if (self._closed or self._router.pending) else min(now + TICK_S, self._recheck_at)
+            self._error_rate.sample(now, *self._attempts_and_errors())
+            self._failure_log.flush(now)
+            self._warn_stale(planset, now)
+
+    def _current_plan(self, priority: str) -> Plan:
+        """The plan in force for ``priority`` after a tick (picks up new documents)."""
+        self._tick()
+        return self._table[priority][2]
+
+    def _warn_stale(self, planset: PlanSet, now: float) -> None:
+        stale, last = self._stale_warned
+        if not planset.stale:
+            if stale:
+                log.info("sluice: decisions fresh again")
+                self._stale_warned = ((), NEG_INF)
+            return
+        if planset.stale != stale or now - last >= STALE_WARN_EVERY_S:
+            age = "never received" if planset.decision_age is None else f"{planset.decision_age:.0f}s old"
+            log.warning(
+                "sluice: stale: %s (decision %s, %s); on_stale=%s",
+                ", ".join(planset.stale),
+                planset.decision_status,
+                age,
+                self.on_stale,
+            )
+            self._stale_warned = (planset.stale, now)
+
+    def _attempts_and_errors(self) -> tuple[int, int]:
+        attempts = sum(self.counts.sent) + self._router.direct + self._rejected_errors
+        return attempts, self._router.errors + self._rejected_errors
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep while serving delivery reports (frees queue space during backoffs and delays)."""
+        if inside_callback():  # polling again from inside a poll is not safe: just sleep
+            time.sleep(seconds)
+            return
+        deadline = _monotonic() + seconds
+        while (remaining := deadline - _monotonic()) > 0:
+            try:
+                self._poll(remaining)
+            except KafkaException as exc:
+                self._on_poll_exception(exc)
+                time.sleep(max(0.0, deadline - _monotonic()))
+                return
+
+    # ================================================================== broker throttling (KIP-219)
+
+    def _on_throttle(self, event: Any) -> None:
+        """librdkafka's throttle_cb: hold messages back until the broker's throttle has passed."""
+        seconds = float(getattr(event, "throttle_time", 0.0) or 0.0)
+        if seconds <= 0:
+            return
+        now = _monotonic()
+        until = now + seconds
+        with self._lock:
+            if until > self._throttle_until:
+                self._throttle_total += until - max(self._throttle_until, now)
+                self._throttle_until = until
+            self._throttle_last = (str(getattr(event, "broker_name", "?")), seconds)
+            self._recheck_at = self._deadline = NEG_INF
+
+    def _throttle_health(self, now: float) -> dict[str, Any]:
+        last = self._throttle_last
+        return {
+            "active": self._throttle_until > now,
+            "remaining_seconds": max(0.0, self._throttle_until - now),
+            "total_seconds": self._throttle_total,
+            "last_broker": last[0] if last else None,
+            "last_seconds": last[1] if last else None,
+        }
+
+    # ================================================================== router and admission hooks
+
+    def _resend(self, failure: Failure) -> bool:
+        """at_least_once: produce a timed-out message again (it may already be written)."""
+        msg = failure.msg
+        dr = functools.partial(self._router.on_report, failure.idx, failure.user_cb, failure.attempt + 1,
+                               failure.headers)
+        try:
+            self._produce(msg.topic() or "", msg.value(), msg.key(), -1, dr, None, 0, failure.headers)
+        except BufferError:
+            return False  # queue full: dead-letter or report rather than block inside routing
+        except KafkaException as exc:
+            log.warning("sluice: re-sending a timed-out message failed: %s", exc)
+            return False
+        return True
+
+    def _block_topic(self, topic: str, err: KafkaError) -> None:
+        """Fail closed: refuse the topic at produce time for ``fail_closed_seconds``."""
+        with self._lock:
+            if topic not in self._blocked:
+                log.error("sluice: %r fails every message (%s); failing closed for %.0fs", topic, err.name(),
+                          self.fail_closed_seconds)
+            self._blocked[topic] = (_monotonic() + self.fail_closed_seconds, err.name())
+            self._recheck_at = self._deadline = NEG_INF
+
+    def _mark_fatal(self) -> None:
+        """Recreate the main producer at the next opportunity."""
+        self._fatal_pending = True
+        self._deadline = NEG_INF
+
+    def _wake(self) -> None:
+        """Route queued failures at the next produce call."""
+        self._deadline = NEG_INF
+
+    def _count_rejected(self, idx: int) -> None:
+        self.counts.failed[idx] += 1
+        self._rejected_errors += 1
+
+    # ================================================================== the underlying producer
+
+    def _on_poll_exception(self, exc: KafkaException) -> None:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+            log.error("sluice: fatal producer error: %s; the producer will be recreated", err)
+            self._mark_fatal()
+            return
+        raise exc
+
+    def _recreate(self, err: KafkaError | None) -> None:
+        """Replace the main producer after a fatal error; its queued messages are reported."""
+        with self._lock:
+            self._fatal_pending = False
+            old = self._producer
+            with contextlib.suppress(KafkaException, RuntimeError):
+                old.purge(True, True, False)
+            deadline = _monotonic() + RECREATE_DRAIN_S
+            while len(old) and _monotonic() < deadline:  # serve the purge reports: failures to route
+                with contextlib.suppress(KafkaException):
+                    old.poll(0.05)
+            self._producer = Producer(dict(self._conf))
+            self._produce = self._producer.produce
+            self._poll = self._producer.poll
+            self._recreated += 1
+            log.error("sluice: recreated the producer after a fatal error (%s)", err)
+            self._recheck_at = self._deadline = NEG_INF
+
+    def _in_flight_now(self) -> int:
+        """Messages (and, until the next poll, librdkafka events) in either producer or in routing."""
+        return len(self._producer) + self._router.in_flight
+
+    def _gauges(self) -> GaugeState:
+        planset = self._planset
+        view = self._source.view()
+        state = planset.circuit_state if planset is not None else "closed"
+        return GaugeState(
+            decision_age=view.decision.age(_monotonic()) if view.decision is not None else None,
+            circuit_state=CIRCUIT_GAUGE[state],
+            applied_epoch=planset.epoch if planset is not None else -1,
+            in_flight=self._in_flight_now(),
+            decision_errors=view.errors,
+            recreated=self._recreated,
+            broker_throttle_seconds=self._throttle_total,
+        )
+
+
+class _Link:
+    """The router's and the admission machine's way back into the producer (held weakly)."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, core: ProducerCore) -> None:
+        self._ref = weakref.ref(core)
+
+    def _core(self) -> Any:
+        core = self._ref()
+        if core is None:
+            raise ReferenceError("the producer is gone")
+        return core
+
+    # RouterHost
+    def resend(self, failure: Failure) -> bool:
+        ok: bool = self._core()._resend(failure)
+        return ok
+
+    def block_topic(self, topic: str, err: KafkaError) -> None:
+        self._core()._block_topic(topic, err)
+
+    def mark_fatal(self) -> None:
+        self._core()._mark_fatal()
+
+    def wake(self) -> None:
+        core = self._ref()
+        if core is not None:
+            core._wake()
+
+    def on_throttle(self, event: Any) -> None:
+        core = self._ref()
+        if core is not None:
+            core._on_throttle(event)
+
+    # AdmissionHost
+    @property
+    def counts(self) -> Counts:
+        counts: Counts = self._core().counts
+        return counts
+
+    @property
+    def on_shed(self) -> str:
+        return str(self._core().on_shed)
+
+    @property
+    def dlq_topic(self) -> str | None:
+        topic: str | None = self._core().dlq_topic
+        return topic
+
+    @property
+    def retry(self) -> RetryPolicy:
+        retry: RetryPolicy = self._core().retry
+        return retry
+
+    @property
+    def serializing(self) -> bool:
+        return bool(self._core().serializing)
+
+    def closed(self) -> bool:
+        return bool(self._core()._closed)
+
+    def blocked(self, topic: str, now: float) -> str | None:
+        entry = self._core()._blocked.get(topic)
+        return entry[1] if entry is not None and now < entry[0] else None
+
+    def throttled_until(self) -> float:
+        until: float = self._core()._throttle_until
+        return until
+
+    def truncation(self, err: KafkaError) -> int | None:
+        cut: int | None = self._core()._router.truncation(err)
+        return cut
+
+    def observe_delay(self, priority: str, seconds: float) -> None:
+        self._core().metrics.observe_delay(priority, seconds)
+
+    def count_rejected(self, idx: int) -> None:
+        self._core()._count_rejected(idx)
