@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
         on_shed="dlq",
         on_stale=args.on_stale,
-        retry=RetryPolicy(max_attempts=8, initial_delay=0.01, max_delay=1.0, deadline=30.0),
+        retry=RetryPolicy(max_attempts=40, initial_delay=0.01, max_delay=1.0, deadline=30.0),
         metrics_registry=registry,
     )
 
