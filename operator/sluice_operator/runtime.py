@@ -339,12 +339,14 @@ class OperatorRuntime:
             scheduler_stop = asyncio.Event()
             scheduler = asyncio.ensure_future(self.scheduler.run(scheduler_stop))
             sweep = asyncio.ensure_future(self._sweep_later(delay=5.0))
+            resync = asyncio.ensure_future(self._resync_forever(namespaces))
             watchers = [asyncio.ensure_future(stop.wait()), operator]
             if self.election_enabled:
                 watchers.append(asyncio.ensure_future(self.elector.hold(stop)))
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
             scheduler_stop.set()
             sweep.cancel()
+            resync.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(scheduler, timeout=10)
             lost = self.election_enabled and watchers[2] in done and not stop.is_set()
@@ -370,6 +372,41 @@ class OperatorRuntime:
                 await runner.cleanup()
             await self.client.close()
         return code
+
+    async def resync(self, namespaces: tuple[str, ...] = ()) -> list[str]:
+        """Forget tracked objects that a fresh list no longer has; returns their names.
+
+        Kopf re-lists after a watch error (410 Gone) but reports no deletion for an object that vanished
+        meanwhile, so without this a deleted policy would be evaluated forever.
+        """
+        tracked_before = set(self.scheduler.objects)  # anything newer may be missing from the lists below
+        present: set[str] = set()
+        policies = "sluice.dev/v1alpha1"
+        scopes: list[str | None] = [None] if not namespaces else [*namespaces]
+        for scope in scopes:
+            listing = await self.client.get(resource_path(policies, "backpressurepolicies", namespace=scope))
+            present |= {str((i.get("metadata") or {}).get("uid")) for i in listing.get("items") or []}
+        listing = await self.client.get(resource_path(policies, "circuitbreakers"))
+        present |= {str((i.get("metadata") or {}).get("uid")) for i in listing.get("items") or []}
+        gone = [t for uid, t in list(self.scheduler.objects.items()) if uid in tracked_before and uid not in present]
+        for tracked in gone:
+            log.info("%s %s/%s is gone (missed while a watch was down): no longer evaluated", tracked.kind,
+                     tracked.namespace or "", tracked.name)
+            if tracked.kind == "BackpressurePolicy":
+                await self.policy_event("DELETED", tracked.namespace or "", tracked.name, tracked.uid, tracked.body)
+            else:
+                await self.circuit_event("DELETED", tracked.name, tracked.uid, tracked.body)
+        return [t.name for t in gone]
+
+    async def _resync_forever(self, namespaces: tuple[str, ...]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            if not self.is_leading():
+                continue
+            try:
+                await self.resync(namespaces)
+            except (ApiError, OSError, TimeoutError) as error:
+                log.warning("resync failed (next in %gs): %s", self.settings.resync_seconds, error)
 
     async def _sweep_later(self, delay: float) -> None:
         await asyncio.sleep(delay)

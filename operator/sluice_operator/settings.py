@@ -64,6 +64,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLUICE_HTTP_PORT", "8080", "Port of /healthz, /readyz and /metrics."),
     Setting("SLUICE_LIVENESS_MAX_AGE_SECONDS", "120",
             "Liveness fails when no evaluation cycle completed for this long (while leading)."),
+    Setting("SLUICE_RESYNC_SECONDS", "60",
+            "How often the objects the operator tracks are checked against a fresh list, so one deleted "
+            "while a watch was down (Kopf reports no deletion after a relist) stops being evaluated."),
     Setting("SLUICE_KAFKA_SECRETS", "false",
             "Allow kafka sources to read credentials from the Secret named in secretRef."),
     Setting("SLUICE_CIRCUIT_SECRET_NAMESPACE", "",
@@ -118,6 +121,7 @@ class Settings:
     lease_renew_seconds: float = 5.0
     http_port: int = 8080
     liveness_max_age_seconds: float = 120.0
+    resync_seconds: float = 60.0
     kafka_secrets: bool = False
     circuit_secret_namespace: str = "default"
     log_level: str = "INFO"
@@ -198,6 +202,7 @@ class Settings:
             lease_duration_seconds=duration,
             lease_renew_seconds=renew,
             http_port=int(_number("SLUICE_HTTP_PORT", get("SLUICE_HTTP_PORT"), minimum=0, maximum=65535)),
+            resync_seconds=_number("SLUICE_RESYNC_SECONDS", get("SLUICE_RESYNC_SECONDS"), minimum=1, maximum=86400),
             liveness_max_age_seconds=_number("SLUICE_LIVENESS_MAX_AGE_SECONDS",
                                              get("SLUICE_LIVENESS_MAX_AGE_SECONDS"), minimum=5, maximum=86400),
             kafka_secrets=_bool("SLUICE_KAFKA_SECRETS", get("SLUICE_KAFKA_SECRETS")),

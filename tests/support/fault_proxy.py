@@ -43,6 +43,12 @@ class ApiRequest:
     body: Any = None
     status: int = 0
     user_agent: str = ""
+    error: str = ""  # the API server's message for an answer >= 400
+
+    @property
+    def denied(self) -> bool:
+        """A 403 from RBAC (not the 403 a Terminating namespace gives every create)."""
+        return self.status == 403 and "being terminated" not in self.error
 
     @property
     def ref(self) -> str:
@@ -190,8 +196,8 @@ class FaultProxy:
                 parsed_body = json.loads(body)
         fault = self._fault_for(info) if info is not None else None
         if info is not None and fault is not None and fault.status is not None:
-            self._record(info, parsed_body, fault.status, request)
             text = f"injected by the test proxy: {fault.reason or fault.status}"
+            self._record(info, parsed_body, fault.status, request, text)
             return web.json_response(status_body(fault.status, fault.reason or "InternalError", text),
                                      status=fault.status, headers={"Retry-After": "1"} if fault.status == 429 else None)
         if fault is not None and fault.delay:
@@ -211,6 +217,13 @@ class FaultProxy:
             request.method, self.upstream + request.path_qs, data=body or None, headers=headers, ssl=self._ssl,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None), auto_decompress=False,
         )
+        if upstream.status >= 400:
+            payload = await upstream.read()
+            upstream.release()
+            if info is not None:
+                self._record(info, parsed_body, upstream.status, request, payload.decode(errors="replace")[:500])
+            return web.Response(status=upstream.status, body=payload, headers={
+                k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP})
         if info is not None:
             self._record(info, parsed_body, upstream.status, request)
         response = web.StreamResponse(status=upstream.status, headers={
@@ -239,10 +252,10 @@ class FaultProxy:
                     self._watches.discard(request.transport)  # type: ignore[arg-type]
         return response
 
-    def _record(self, info: ApiRequest, body: Any, status: int, request: web.Request) -> None:
+    def _record(self, info: ApiRequest, body: Any, status: int, request: web.Request, error: str = "") -> None:
         done = ApiRequest(info.method, info.path, info.query, info.verb, info.group, info.version, info.resource,
                           info.subresource, info.namespace, info.name, body, status,
-                          request.headers.get("User-Agent", ""))
+                          request.headers.get("User-Agent", ""), error)
         with self._lock:
             self.requests.append(done)
 

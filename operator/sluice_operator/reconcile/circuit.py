@@ -83,6 +83,7 @@ class CircuitRuntime:
     signal_ok: bool | None = None
     document: CircuitState | None = None
     swept: bool = False  # leftovers from before a restart removed once
+    status_dirty: bool = False  # the last status write failed: write again next probe
 
     @classmethod
     def restore(cls, name: str, uid: str | None, status: Any) -> CircuitRuntime:
@@ -144,7 +145,7 @@ class CircuitCycle(Cycle):
 
         if self.leading():
             changed |= await self._publish(runtime, spec, document, generation)
-            if changed:
+            if changed or runtime.status_dirty:
                 status = dict(engine.circuit_to_status(step.memory))
                 status.update({
                     "observedGeneration": generation,
@@ -152,7 +153,13 @@ class CircuitCycle(Cycle):
                     "lastEvaluated": rfc3339(now),
                     "publishedNamespaces": sorted(runtime.published),
                 })
-                await self.sink.write_status("circuitbreakers", None, runtime.name, status)
+                try:
+                    await self.sink.write_status("circuitbreakers", None, runtime.name, status)
+                    runtime.status_dirty = False
+                except (ApiError, OSError, TimeoutError) as error:
+                    runtime.status_dirty = True  # the state must reach the status: an operator restart reads it
+                    log.warning("status of circuit %s not written (retrying next probe): %s", runtime.name, error,
+                                extra={"kind": "CircuitBreaker", "namespace": "", "object": runtime.name})
             for event in emits:
                 await self.events.emit(event)
         self.metrics.evaluations.labels(kind="CircuitBreaker", result=result).inc()

@@ -34,7 +34,7 @@ class Conditions:
             "type": type_,
             "status": status,
             "reason": reason,
-            "message": message[:1024],
+            "message": str(message or "")[:1024],  # never null: the CRD types it as a string
             "lastTransitionTime": rfc3339(),
         }
         if generation is not None:

@@ -18,6 +18,7 @@ from sluice.decision import DECISION_KEY, CircuitState, Decision, fingerprint, t
 from sluice_operator import engine
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.kube import ApiError
 from sluice_operator.metrics import ZONE_VALUE, OperatorMetrics
 from sluice_operator.publish.configmap import POLICY_LABEL, Owner
 from sluice_operator.publish.events import Event, EventSink
@@ -53,6 +54,7 @@ class PolicyState:
     fallback: bool = False
     backoff_until: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
+    status_dirty: bool = False  # the last status write failed: write again next cycle
 
     @classmethod
     def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
@@ -154,12 +156,18 @@ class PolicyCycle(Cycle):
             state.memory = outcome.memory
 
         status_written = False
-        if (published is not None and published.ok) or conditions_changed:
+        if (published is not None and published.ok) or conditions_changed or state.status_dirty:
             if self.leading():
                 status = self._status(state, spec, decision, outcome, backlog, generation, configmap)
-                status_written = await self.sink.write_status(
-                    "backpressurepolicies", state.namespace, state.name, status
-                )
+                try:
+                    status_written = await self.sink.write_status(
+                        "backpressurepolicies", state.namespace, state.name, status
+                    )
+                    state.status_dirty = False
+                except (ApiError, OSError, TimeoutError) as error:
+                    state.status_dirty = True  # never lose a status: retried on the next cycle
+                    log.warning("status of %s/%s not written (retrying next cycle): %s", state.namespace,
+                                state.name, error, extra={"namespace": state.namespace, "object": state.name})
                 state.status = status
         for event in emits:
             await self.events.emit(event)

@@ -31,7 +31,7 @@ def test_the_readme_real_api_server_block_works_as_written(prom: PrometheusServe
     prom.wait_for_value('sum(kafka_consumergroup_lag{consumergroup="orders-consumer",topic=~"orders"})', 3000)
     block = readme_block()
     state = tmp_path / "cluster"
-    script = block.replace(".cluster", str(state))
+    script = block.replace("$PWD/.cluster", str(state)).replace(".cluster", str(state))
     script = script.replace("make cluster-down", f"make cluster-down CLUSTER_DIR={state}")
     script = script.replace("make cluster\n", f"make cluster CLUSTER_DIR={state}\n", 1)
     script = script.replace("http://localhost:9090", prom.url)

@@ -203,7 +203,7 @@ async def test_watch_namespaces_mode_under_namespaced_rbac(
             api.delete_object(CIRCUITS, "scoped")
             await api.wait_for_deletion("configmaps", circuit_configmap("scoped"), watched_a, timeout_s=30)
         assert api.get_object("configmaps", circuit_configmap("scoped"), outside) is None
-        forbidden = [(r.verb, r.resource, r.namespace) for r in cluster.proxy.recorded() if r.status == 403]
+        forbidden = [(r.verb, r.resource, r.namespace) for r in cluster.proxy.recorded() if r.denied]
         assert not forbidden, forbidden
     finally:
         for namespace in (watched_a, watched_b):
