@@ -44,9 +44,10 @@ unit: $(STAMP) ## Run only the fast unit tests
 	@$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff plus mypy --strict over both packages
+lint: $(STAMP) ## ruff, mypy --strict over both packages, and the import-linter layering contracts
 	@$(BIN)/ruff check operator sdk tests bench
 	@$(BIN)/mypy --strict operator/sluice_operator sdk/sluice
+	@PYTHONPATH=operator:sdk $(BIN)/lint-imports --no-cache
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/, the chart's CRDs and the decision JSON Schemas from the models

@@ -9,19 +9,42 @@ operator instances can share a process in tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
 from sluice_operator.api.common import GROUP, VERSION
-from sluice_operator.runtime import OperatorRuntime, plain
+
+
+class Runtime(Protocol):
+    """What the handlers call; the manager implements it (handlers never import the manager)."""
+
+    def kopf_connection(self) -> kopf.ConnectionInfo: ...
+
+    async def policy_event(self, type_: str, namespace: str, name: str, uid: str, obj: Mapping[str, Any]) -> None:
+        ...
+
+    async def circuit_event(self, type_: str, name: str, uid: str, obj: Mapping[str, Any]) -> None: ...
+
+    def namespace_event(self, type_: str, name: str, obj: Mapping[str, Any]) -> bool: ...
+
+    def poke_circuits(self) -> None: ...
+
+
+def plain(value: Any) -> Any:
+    """Deep-copy Kopf's live views into plain dicts and lists (pydantic and json want those)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def _type(event: Mapping[str, Any]) -> str:
     return str(event.get("type") or "")
 
 
-def build_registry(rt: OperatorRuntime) -> kopf.OperatorRegistry:
+def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     """A registry holding Sluice's handlers bound to one runtime."""
     registry = kopf.OperatorRegistry()
 

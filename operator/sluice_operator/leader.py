@@ -11,16 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from sluice_operator.engine.clock import rfc3339
 from sluice_operator.kube import ApiError, KubeClient, resource_path
 
 log = logging.getLogger(__name__)
 
 
 def _micro_time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(micro=True)
 
 
 class LeaderElector:

@@ -21,6 +21,7 @@ from sluice.decision import CircuitState
 from sluice_operator import engine
 from sluice_operator.api.circuit import CircuitBreakerSpec
 from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.handlers import build_registry
 from sluice_operator.health import Health, serve
 from sluice_operator.kube import ApiError, Connection, KubeClient, resource_path
 from sluice_operator.leader import LeaderElector
@@ -36,15 +37,6 @@ from sluice_operator.settings import Settings
 from sluice_operator.validation import explain, format_path
 
 log = logging.getLogger(__name__)
-
-
-def plain(value: Any) -> Any:
-    """Deep-copy Kopf's live views into plain dicts and lists (pydantic and json want those)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
 
 
 def validation_message(error: ValidationError, model: type[BaseModel]) -> str:
@@ -318,8 +310,6 @@ class OperatorRuntime:
     async def run(self, stop: asyncio.Event, *, namespaces: tuple[str, ...] = (), http: bool = True,
                   kopf_settings: kopf.OperatorSettings | None = None, release_on_stop: bool = True) -> int:
         """Serve health, wait for the Lease, run Kopf while leading. Returns an exit code."""
-        from sluice_operator.handlers import build_registry
-
         runner = await serve(self.health, self.metrics, self.settings.http_port) if http else None
         self.health.ready = True
         code = 0

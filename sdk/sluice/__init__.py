@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from sluice.outcomes import Outcomes
     from sluice.producer import ThrottledProducer
     from sluice.retry import RetryPolicy
-    from sluice.watch import DecisionSource, SourceView, StaticDecisions
-    from sluice.watch_api import ConfigMapDecisions
-    from sluice.watch_dir import DirectoryDecisions
+    from sluice.sources.base import DecisionSource, SourceView, StaticDecisions
+    from sluice.sources.configmap import ConfigMapDecisions
+    from sluice.sources.directory import DirectoryDecisions
 
 __version__ = "0.1.0"
 
@@ -57,11 +57,11 @@ _LAZY: dict[str, str] = {
     "Outcomes": "sluice.outcomes",
     "ThrottledProducer": "sluice.producer",
     "RetryPolicy": "sluice.retry",
-    "DecisionSource": "sluice.watch",
-    "SourceView": "sluice.watch",
-    "StaticDecisions": "sluice.watch",
-    "ConfigMapDecisions": "sluice.watch_api",
-    "DirectoryDecisions": "sluice.watch_dir",
+    "DecisionSource": "sluice.sources.base",
+    "SourceView": "sluice.sources.base",
+    "StaticDecisions": "sluice.sources.base",
+    "ConfigMapDecisions": "sluice.sources.configmap",
+    "DirectoryDecisions": "sluice.sources.directory",
 }
 
 __all__ = [

@@ -30,7 +30,7 @@ from sluice.outcomes import ErrorRate
 from sluice.plan import CIRCUIT_GAUGE, OnStale, Plan, PlanSet, build_plans
 from sluice.retry import RetryPolicy
 from sluice.routing import DeliveryCallback, Failure, FailureRouter
-from sluice.watch import DecisionSource
+from sluice.sources.base import DecisionSource
 
 __all__ = ["ProducerCore"]
 

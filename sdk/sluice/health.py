@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sluice.plan import PlanSet
-from sluice.watch import SourceView
+from sluice.sources.base import SourceView
 
 __all__ = ["health_report"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sluice.decision import BUILTIN_CONSERVATIVE_MS, PRIORITIES, CircuitState, Decision, Priority
+from sluice.sources.base import SourceView
 from sluice.stale import operator_ttl
-from sluice.watch import SourceView
 
 __all__ = ["CIRCUIT_GAUGE", "OnStale", "Plan", "PlanSet", "Probe", "build_plans"]
 

@@ -43,7 +43,7 @@ from sluice.plan import OnStale, build_plans
 from sluice.retry import RetryPolicy
 from sluice.routing import DeliveryCallback, FailureRouter, OnTimeout
 from sluice.serde import SerializationFailure, Serializer, serialize
-from sluice.watch import DecisionSource
+from sluice.sources.base import DecisionSource
 
 __all__ = ["DeliveryCallback", "ThrottledProducer"]
 

@@ -21,8 +21,8 @@ import pytest
 from confluent_kafka import Producer
 
 from sluice.decision import CircuitState, Decision, parse_circuit, parse_decision
+from sluice.sources.directory import DirectoryDecisions
 from sluice.testing import MockKafkaCluster
-from sluice.watch_dir import DirectoryDecisions
 from tests.support.prometheus import PrometheusServer, prometheus_fixture
 
 REPO = Path(__file__).resolve().parents[2]

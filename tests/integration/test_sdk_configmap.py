@@ -16,7 +16,7 @@ import pytest
 
 from sluice import ConfigMapDecisions, RetryPolicy, ThrottledProducer
 from sluice.decision import to_json
-from sluice.watch import SourceView
+from sluice.sources import SourceView
 from tests.support.control_plane import ServiceAccountIdentity
 from tests.support.fault_proxy import Fault, matcher
 from tests.support.k8s_fixtures import ClusterHandle

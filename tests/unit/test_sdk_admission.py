@@ -23,8 +23,8 @@ from sluice.errors import CircuitOpenError, ProducerClosedError, RetryBudgetExce
 from sluice.metrics import Counts
 from sluice.plan import Plan, build_plans
 from sluice.retry import RetryPolicy
+from sluice.sources.directory import DirectoryDecisions
 from sluice.stale import track
-from sluice.watch_dir import DirectoryDecisions
 from tests.support.sdk_helpers import make_circuit, make_decision
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from sluice.decision import BUILTIN_CONSERVATIVE_MS, CircuitState, Decision
 from sluice.plan import Probe, build_plans
+from sluice.sources import SourceView, StaticDecisions
 from sluice.stale import MAX_TTL_SECONDS, Tracked, operator_ttl, track
-from sluice.watch import SourceView, StaticDecisions
 from tests.support.sdk_helpers import make_circuit, make_decision
 
 T0 = 1000.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sluice.decision import to_json
-from sluice.watch_dir import DirectoryDecisions
+from sluice.sources.directory import DirectoryDecisions
 from tests.support.sdk_helpers import kubelet_write, make_circuit, make_decision
 
 
@@ -61,7 +61,7 @@ def test_a_partially_written_file_keeps_the_last_good_document_logged_once_and_c
     target.write_text(to_json(good))  # local mode's plain file
     source = DirectoryDecisions(tmp_path, start=False)
     text = to_json(make_decision(epoch=4))
-    with caplog.at_level(logging.WARNING, logger="sluice.watch"):
+    with caplog.at_level(logging.WARNING, logger="sluice.sources"):
         for cut in (10, 40, 80):  # three different half-written states
             target.write_text(text[:cut])
             source.poll_once()

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sluice.decision import PRIORITIES, Priority
 from sluice.errors import CircuitOpenError, ShedError, SluiceError
 from sluice.producer import ThrottledProducer
-from sluice.watch_dir import DirectoryDecisions
+from sluice.sources.directory import DirectoryDecisions
 
 log = logging.getLogger("sluice_operator.demo")
 

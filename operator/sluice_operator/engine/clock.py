@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["from_rfc3339", "quantize", "timestamp", "to_rfc3339"]
+__all__ = ["from_rfc3339", "quantize", "rfc3339", "timestamp", "to_rfc3339"]
 
 _US = 1_000_000
+_SECONDS = "%Y-%m-%dT%H:%M:%SZ"  # metav1.Time (conditions, Events)
+_MICROSECONDS = "%Y-%m-%dT%H:%M:%S.%fZ"  # metav1.MicroTime (Leases) and the engine's own timestamps
+
+
+def rfc3339(when: datetime | None = None, *, micro: bool = False) -> str:
+    """`when` (default: now) in UTC as Kubernetes writes it: whole seconds, or microseconds."""
+    return (when or datetime.now(UTC)).strftime(_MICROSECONDS if micro else _SECONDS)
 
 
 def quantize(t: float) -> float:
@@ -21,7 +28,7 @@ def quantize(t: float) -> float:
 
 def to_rfc3339(t: float) -> str:
     """UTC RFC 3339 with microseconds, e.g. ``2024-05-01T12:00:00.250000Z``."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.fromtimestamp(t, UTC), micro=True)
 
 
 def timestamp(dt: datetime) -> float:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sluice_operator.api.common import API_VERSION
+from sluice_operator.engine.clock import rfc3339
 from sluice_operator.kube import ApiError, KubeClient, resource_path
-from sluice_operator.reconcile.conditions import rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from sluice_operator.engine.clock import rfc3339
+
+__all__ = ["Conditions", "Status", "rfc3339"]
+
 Status = Literal["True", "False", "Unknown"]
-
-
-def rfc3339(when: datetime | None = None) -> str:
-    return (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

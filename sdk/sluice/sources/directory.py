@@ -31,12 +31,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sluice.decision import CIRCUIT_KEY, DECISION_KEY, CircuitState, Decision, parse_circuit, parse_decision
+from sluice.sources.base import LOGGER_NAME, DecisionSource
 from sluice.stale import DEFAULT_MAX_CLOCK_SKEW_S, MAX_TTL_SECONDS
-from sluice.watch import DecisionSource
 
 __all__ = ["DirectoryDecisions"]
 
-log = logging.getLogger("sluice.watch")
+log = logging.getLogger(LOGGER_NAME)
 
 _Signature = tuple[int, int, int, int, int]
 _MISSING: _Signature = (-1, -1, -1, -1, -1)

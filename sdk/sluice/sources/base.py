@@ -6,9 +6,9 @@ only compares the integer `DecisionSource.version` with the one it last saw, so 
 does I/O and never takes a lock. A bad document never replaces a good one: the problem is logged
 once and counted, and the last good document stays until it goes stale.
 
-Implementations: `DirectoryDecisions` (``sluice.watch_dir``: a ConfigMap mounted as a volume, or
-local mode's directory) and `ConfigMapDecisions` (``sluice.watch_api``: the Kubernetes API watch;
-needs the ``kubernetes`` package). Both are re-exported here lazily.
+Implementations live beside it: `sluice.sources.directory` (a ConfigMap mounted as a volume, or local
+mode's directory) and `sluice.sources.configmap` (the Kubernetes API watch; imports the ``kubernetes``
+package only when a source is created).
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sluice.decision import CircuitState, Decision
 from sluice.stale import DEFAULT_MAX_CLOCK_SKEW_S, MAX_TTL_SECONDS, Tracked, track
 
-if TYPE_CHECKING:
-    from sluice.watch_api import ConfigMapDecisions
-    from sluice.watch_dir import DirectoryDecisions
+__all__ = ["LOGGER_NAME", "DecisionSource", "SourceView", "StaticDecisions"]
 
-__all__ = ["ConfigMapDecisions", "DecisionSource", "DirectoryDecisions", "SourceView", "StaticDecisions"]
-
-log = logging.getLogger("sluice.watch")
+#: One logger for every decision source, so an operator can turn their messages up or down together.
+LOGGER_NAME = "sluice.sources"
+log = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,16 +211,3 @@ class StaticDecisions(DecisionSource):
             self._decision = None
             self._circuits.clear()
             self._bump()
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy re-exports: importing the SDK must not import the kubernetes client."""
-    if name == "DirectoryDecisions":
-        from sluice.watch_dir import DirectoryDecisions
-
-        return DirectoryDecisions
-    if name == "ConfigMapDecisions":
-        from sluice.watch_api import ConfigMapDecisions
-
-        return ConfigMapDecisions
-    raise AttributeError(name)

@@ -26,12 +26,12 @@ from pydantic import ValidationError
 
 from sluice.decision import CIRCUIT_KEY, DECISION_KEY, parse_circuit, parse_decision
 from sluice.retry import RetryPolicy
+from sluice.sources.base import LOGGER_NAME, DecisionSource
 from sluice.stale import DEFAULT_MAX_CLOCK_SKEW_S, MAX_TTL_SECONDS
-from sluice.watch import DecisionSource
 
 __all__ = ["ConfigMapDecisions"]
 
-log = logging.getLogger("sluice.watch")
+log = logging.getLogger(LOGGER_NAME)
 
 _GONE = 410
 
