@@ -26,10 +26,10 @@ for entry in (ROOT, ROOT / "operator", ROOT / "sdk"):
 from sluice_operator.api.policy import BackpressurePolicySpec  # noqa: E402
 from sluice_operator.kube import Connection, KubeClient  # noqa: E402
 from sluice_operator.metrics import OperatorMetrics  # noqa: E402
+from sluice_operator.publish.cluster import ClusterSink  # noqa: E402
 from sluice_operator.publish.events import KubeEvents  # noqa: E402
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyState  # noqa: E402
 from sluice_operator.reconcile.signals import Signals  # noqa: E402
-from sluice_operator.reconcile.sinks import ClusterSink  # noqa: E402
 from sluice_operator.settings import Settings  # noqa: E402
 from sluice_operator.sources.prometheus import PrometheusSource  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402

@@ -10,38 +10,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from sluice.decision import CircuitState
-from sluice_operator.api.circuit import CircuitBreaker, CircuitBreakerSpec
+from sluice_operator.api.circuit import CircuitBreaker
 from sluice_operator.api.policy import BackpressurePolicy
 from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.publish.directory import DirectorySink
 from sluice_operator.publish.events import LogEvents
-from sluice_operator.reconcile.circuit import CircuitCycle, CircuitRuntime
-from sluice_operator.reconcile.policy import PolicyCycle, PolicyState
-from sluice_operator.reconcile.signals import Signals
-from sluice_operator.reconcile.sinks import DirectorySink
+from sluice_operator.reconcile.circuit import CircuitCycle, CircuitReconciler
+from sluice_operator.reconcile.namespaces import NamespaceView
+from sluice_operator.reconcile.policy import PolicyCycle, PolicyReconciler
+from sluice_operator.reconcile.ports import SignalReader
+from sluice_operator.scheduler import Kind, Kinds, ScheduleEntry, Scheduler
 from sluice_operator.settings import Settings
 from sluice_operator.validation import KINDS, Problem, YamlLoader, read_text, validate_object
 
 log = logging.getLogger("sluice_operator.local")
 RELOAD_EVERY = 1.0
-#: The label Kubernetes sets on every namespace (its own name); the only one local namespaces have.
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-
-
-@dataclass
-class _Entry:
-    obj: BackpressurePolicy | CircuitBreaker
-    due: float = 0.0
 
 
 @dataclass
@@ -100,57 +94,73 @@ def _fingerprint(root: Path) -> tuple[tuple[str, float, int], ...]:
 
 
 class LocalOperator:
-    """Evaluates every loaded object on its own interval and writes documents to a directory."""
+    """Feeds the objects of a directory to the same Scheduler and reconcilers as the cluster manager.
 
-    def __init__(self, policies_dir: Path, decisions_dir: Path, signals: Signals,
+    It keeps only the loaded files (`objects`); all per-object memory lives in the reconcilers, keyed
+    by a local uid (`local:<kind>/<namespace>/<name>`), and all timing in the Scheduler.
+    """
+
+    def __init__(self, policies_dir: Path, decisions_dir: Path, signals: SignalReader,
                  metrics: OperatorMetrics | None = None) -> None:
         self.policies_dir = policies_dir
         self.sink = DirectorySink(decisions_dir)
         self.events = LogEvents()
         self.metrics = metrics or OperatorMetrics()
         self.signals = signals
-        self.entries: dict[str, _Entry] = {}
-        self.policy_states: dict[str, PolicyState] = {}
-        self.circuit_states: dict[str, CircuitRuntime] = {}
-        self.circuit_docs: dict[str, CircuitState] = {}
-        self.policy_cycle = PolicyCycle(signals, self.sink, self.events, self.metrics, circuits=self.circuit_docs.get)
-        self.circuit_cycle = CircuitCycle(signals, self.sink, self.events, self.metrics, namespaces=self._namespaces)
+        self.namespaces = NamespaceView()
+        self.circuits = CircuitReconciler(
+            CircuitCycle(signals, self.sink, self.events, self.metrics, namespaces=self.namespaces.view),
+            default_interval=RELOAD_EVERY)
+        self.policies = PolicyReconciler(
+            PolicyCycle(signals, self.sink, self.events, self.metrics, circuits=self.circuits.document),
+            default_interval=RELOAD_EVERY)
+        self.reconcilers: dict[Kind, PolicyReconciler | CircuitReconciler] = {
+            "BackpressurePolicy": self.policies, "CircuitBreaker": self.circuits}
+        self.scheduler = Scheduler(self._evaluate, concurrency=8)
+        self.objects: dict[str, BackpressurePolicy | CircuitBreaker] = {}
         self._seen: tuple[tuple[str, float, int], ...] | None = None
         self._problems: list[str] = []
         self._origin: dict[str, str] = {}
         self.cycles = 0
 
-    def _namespaces(self) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
-        """Locally, a namespace exists when a loaded policy lives in it or a circuit lists it.
+    async def _evaluate(self, entry: ScheduleEntry) -> float:
+        reconciler = self.reconcilers[entry.kind]
+        interval = await reconciler.evaluate(entry)
+        self.cycles += 1
+        return reconciler.default_interval if interval is None else interval
 
-        Its only label is the one Kubernetes puts on every namespace (`kubernetes.io/metadata.name`),
-        so a namespaceSelector on that label works locally too.
-        """
-        names: set[str] = set()
-        for entry in self.entries.values():
-            if isinstance(entry.obj, BackpressurePolicy):
-                names.add(entry.obj.metadata.namespace or "default")
-            else:
-                names.update(entry.obj.spec.namespaces or [])
-        return {ns: {NAMESPACE_NAME_LABEL: ns} for ns in sorted(names)}, frozenset()
-
-    def _circuit_spec(self, circuit: CircuitBreaker) -> CircuitBreakerSpec:
-        """The circuit's spec with the namespaces of the policies that reference it added to its list.
+    def _bodies(self) -> dict[str, tuple[Kind, str | None, str, dict[str, Any]]]:
+        """The loaded objects as the scheduler keeps them (plain bodies), circuits widened for local use.
 
         Locally there are no namespace labels to select on, so a circuit is published where it is
         listed (or selected by name) and in the namespace of every policy whose circuitBreakerRef
         names it, so those producers find circuit.json next to their decision.
         """
-        name = circuit.metadata.name
-        referencing = {
-            e.obj.metadata.namespace or "default" for e in self.entries.values()
-            if isinstance(e.obj, BackpressurePolicy) and e.obj.spec.circuit_breaker_ref == name
-        }
-        listed = list(circuit.spec.namespaces or [])
-        extra = sorted(referencing - set(listed))
-        if not extra:
-            return circuit.spec
-        return circuit.spec.model_copy(update={"namespaces": listed + extra})
+        referencing: dict[str, set[str]] = {}
+        for obj in self.objects.values():
+            if isinstance(obj, BackpressurePolicy) and obj.spec.circuit_breaker_ref:
+                referencing.setdefault(obj.spec.circuit_breaker_ref, set()).add(obj.metadata.namespace or "default")
+        bodies: dict[str, tuple[Kind, str | None, str, dict[str, Any]]] = {}
+        for key, obj in self.objects.items():
+            body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if isinstance(obj, CircuitBreaker):
+                listed = list(obj.spec.namespaces or [])
+                extra = sorted(referencing.get(obj.metadata.name, set()) - set(listed))
+                if extra:
+                    body.setdefault("spec", {})["namespaces"] = listed + extra
+                bodies[key] = ("CircuitBreaker", None, obj.metadata.name, body)
+            else:
+                bodies[key] = ("BackpressurePolicy", obj.metadata.namespace or "default", obj.metadata.name, body)
+        return bodies
+
+    def _sync_namespaces(self) -> None:
+        names: set[str] = set()
+        for obj in self.objects.values():
+            if isinstance(obj, BackpressurePolicy):
+                names.add(obj.metadata.namespace or "default")
+            else:
+                names.update(obj.spec.namespaces or [])
+        self.namespaces.replace(names)
 
     async def reload(self, *, force: bool = False) -> LoadReport | None:
         """Re-read the directory when any file changed; the file I/O runs in a worker thread."""
@@ -163,65 +173,76 @@ class LocalOperator:
             if problem not in self._problems:
                 log.error("%s (fix the file; the last valid version stays in force)", problem)
         self._problems = report.problems
-        for key in list(self.entries):
+        for key in list(self.objects):
             if key not in objects:
                 # An object whose file is broken right now keeps its last valid version.
                 if self._origin.get(key) in report.broken_files:
                     continue
                 log.info("%s removed", key)
-                self.entries.pop(key)
-                self.policy_states.pop(key, None)
-                if key.startswith("CircuitBreaker/"):
-                    name = key.split("/", 1)[1]
-                    self.circuit_states.pop(name, None)
-                    self.circuit_docs.pop(name, None)
+                self.objects.pop(key)
+                entry = self.scheduler.remove(f"local:{key}")
+                if entry is not None and entry.kind == "CircuitBreaker":
+                    await self.circuits.forget(entry)
+                elif entry is not None:
+                    self.policies.forget(entry)
         self._origin.update(report.origin)
+        changed: list[str] = []
         for key, obj in objects.items():
-            entry = self.entries.get(key)
-            if entry is None:
+            old = self.objects.get(key)
+            if old is None:
                 log.info("%s loaded", key)
-                self.entries[key] = _Entry(obj)
-            elif entry.obj != obj:
+            elif old != obj:
                 log.info("%s changed", key)
-                entry.obj, entry.due = obj, 0.0
+                changed.append(key)
+            self.objects[key] = obj
+        self._sync_namespaces()
+        fresh: list[ScheduleEntry] = []
+        for key, (kind, namespace, name, body) in self._bodies().items():
+            known = self.scheduler.objects.get(f"local:{key}")
+            entry = self.scheduler.upsert(kind, namespace, name, f"local:{key}", body)
+            if (known is None or key in changed) and not entry.running:  # (a running one picks it up next time)
+                entry.running = True  # ours until evaluated below; set before any await, so no race
+                fresh.append(entry)
+        await self._evaluate_in_order(fresh)
         return report
 
-    async def run_due(self, now: float) -> float:
-        """Evaluate every object that is due; return the next due time."""
-        # Circuits first, so policies embedding them see this cycle's state.
-        ordered = sorted(self.entries.items(), key=lambda kv: (not kv[0].startswith("CircuitBreaker/"), kv[0]))
-        for key, entry in ordered:
-            if entry.due > now:
-                continue
-            obj = entry.obj
-            if isinstance(obj, CircuitBreaker):
-                name = obj.metadata.name
-                runtime = self.circuit_states.setdefault(name, CircuitRuntime(name=name, uid=None))
-                spec = self._circuit_spec(obj)
-                self.circuit_docs[name] = await self.circuit_cycle.run(runtime, spec, obj.metadata.generation)
-                entry.due = now + obj.spec.probe_interval_seconds
-            else:
-                namespace = obj.metadata.namespace or "default"
-                state = self.policy_states.setdefault(key, PolicyState(namespace, obj.metadata.name, None))
-                await self.policy_cycle.run(state, obj.spec, obj.metadata.generation)
-                entry.due = now + obj.spec.polling.interval_seconds
-            self.cycles += 1
-        return min((e.due for e in self.entries.values()), default=now + RELOAD_EVERY)
+    async def _evaluate_in_order(self, entries: list[ScheduleEntry]) -> None:
+        """New and changed objects at once, circuits first, so a new policy embeds its circuit's state."""
+        try:
+            for kind in Kinds:
+                for entry in sorted(entries, key=lambda e: e.uid):
+                    if entry.kind == kind and not entry.deleted:
+                        entry.due = self.scheduler.clock() + await self._evaluate(entry)
+        finally:
+            for entry in entries:
+                entry.running = False
+            self.scheduler.poke(lambda _entry: False)
+
+    async def run_once(self) -> None:
+        """Every object once, circuits first (policies embed this cycle's circuit state)."""
+        for kind in Kinds:
+            for entry in sorted(self.scheduler.objects.values(), key=lambda e: e.uid):
+                if entry.kind == kind:
+                    await self._evaluate(entry)
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> int:
         await self.reload(force=True)
-        if not self.entries:
+        if not self.objects:
             log.warning("no BackpressurePolicy or CircuitBreaker found in %s", self.policies_dir)
-        while not stop.is_set():
-            next_due = await self.run_due(time.monotonic())
-            if once:
-                return 1 if self._problems else 0
-            wait = max(0.05, min(RELOAD_EVERY, next_due - time.monotonic()))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-            except TimeoutError:
-                pass
-            await self.reload()
+        if once:
+            await self.run_once()
+            return 1 if self._problems else 0
+        scheduler_stop = asyncio.Event()
+        scheduler = asyncio.ensure_future(self.scheduler.run(scheduler_stop))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=RELOAD_EVERY)
+                await self.reload()
+        finally:
+            scheduler_stop.set()
+            self.scheduler.poke(lambda e: False)
+            await scheduler
         return 0
 
 

@@ -20,10 +20,11 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 Kind = Literal["BackpressurePolicy", "CircuitBreaker"]
+Kinds: tuple[Kind, ...] = ("CircuitBreaker", "BackpressurePolicy")  # circuits first: policies embed them
 
 
 @dataclass
-class Tracked:
+class ScheduleEntry:
     """One object the scheduler evaluates."""
 
     kind: Kind
@@ -43,7 +44,7 @@ class Tracked:
 
 
 #: Runs one evaluation of an object and returns the seconds until the next one.
-Evaluate = Callable[[Tracked], Awaitable[float]]
+Evaluate = Callable[[ScheduleEntry], Awaitable[float]]
 
 
 class Scheduler:
@@ -54,17 +55,17 @@ class Scheduler:
     ) -> None:
         self.evaluate = evaluate
         self.clock = clock
-        self.objects: dict[str, Tracked] = {}
+        self.objects: dict[str, ScheduleEntry] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def upsert(self, kind: Kind, namespace: str | None, name: str, uid: str, body: dict[str, Any]) -> Tracked:
+    def upsert(self, kind: Kind, namespace: str | None, name: str, uid: str, body: dict[str, Any]) -> ScheduleEntry:
         """Record the latest body; a new object or a new generation is evaluated at once."""
         generation = (body.get("metadata") or {}).get("generation")
         tracked = self.objects.get(uid)
         if tracked is None:
-            tracked = Tracked(kind, namespace, name, uid, body, generation, due=self.clock())
+            tracked = ScheduleEntry(kind, namespace, name, uid, body, generation, due=self.clock())
             self.objects[uid] = tracked
             self._wake.set()
         else:
@@ -75,13 +76,13 @@ class Scheduler:
                 self._wake.set()
         return tracked
 
-    def remove(self, uid: str) -> Tracked | None:
+    def remove(self, uid: str) -> ScheduleEntry | None:
         tracked = self.objects.pop(uid, None)
         if tracked is not None:
             tracked.deleted = True
         return tracked
 
-    def poke(self, predicate: Callable[[Tracked], bool]) -> None:
+    def poke(self, predicate: Callable[[ScheduleEntry], bool]) -> None:
         """Evaluate matching objects now (e.g. circuits when namespaces change)."""
         now = self.clock()
         for tracked in self.objects.values():
@@ -89,7 +90,7 @@ class Scheduler:
                 tracked.due = min(tracked.due, now)
         self._wake.set()
 
-    async def _run_one(self, tracked: Tracked) -> None:
+    async def _run_one(self, tracked: ScheduleEntry) -> None:
         try:
             async with self._slots:
                 if tracked.deleted:

@@ -13,10 +13,10 @@ import math
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,8 @@ from pydantic_core import ErrorDetails
 from sluice_operator.api.circuit import CircuitBreaker
 from sluice_operator.api.common import API_VERSION, DNS1123_LABEL, DNS1123_SUBDOMAIN
 from sluice_operator.api.policy import BackpressurePolicy
+
+M = TypeVar("M", bound=BaseModel)
 
 Resource = BackpressurePolicy | CircuitBreaker
 KINDS: dict[str, type[BackpressurePolicy] | type[CircuitBreaker]] = {
@@ -378,3 +380,18 @@ def load_objects(path: Path) -> list[Resource]:
     if parsed.problems:
         raise InvalidResources(parsed.problems)
     return parsed.objects
+
+
+def validation_message(error: ValidationError, model: type[BaseModel]) -> str:
+    """Pydantic's errors as one line a person can act on, worded as `sluice validate` words them."""
+    return "; ".join(
+        f"{format_path(('spec', *item['loc']))}: {explain(item, model)}" for item in error.errors()[:5]
+    )
+
+
+def spec_or_none(model: type[M], spec: Mapping[str, Any]) -> M | None:
+    """`spec` parsed as `model`, or None when it does not validate (the caller already said why)."""
+    try:
+        return model.model_validate(spec)
+    except ValidationError:
+        return None

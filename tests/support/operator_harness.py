@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from sluice_operator.kube import Connection
-from sluice_operator.runtime import OperatorRuntime
+from sluice_operator.manager import Manager
 from sluice_operator.settings import Settings
 from sluice_operator.wiring import build_signals
 from tests.support.control_plane import OPERATOR_NAMESPACE, ServiceAccountIdentity
@@ -43,7 +43,7 @@ def quick_settings() -> kopf.OperatorSettings:
 
 @dataclass
 class OperatorHandle:
-    runtime: OperatorRuntime
+    runtime: Manager
     task: asyncio.Task[int]
     stop: asyncio.Event
 
@@ -80,7 +80,7 @@ def start_operator(cluster: ClusterHandle, prometheus_url: str, *, identity: str
     """Start one operator instance as a task; stop it with `await handle.shutdown()`."""
     settings = make_settings(cluster, prometheus_url, **dict(env or {}))
     connection = connection_for(cluster, account)
-    runtime = OperatorRuntime(settings, connection, signals=build_signals(settings), identity=identity)
+    runtime = Manager(settings, connection, signals=build_signals(settings), identity=identity)
     stop = asyncio.Event()
     kopf_settings = quick_settings()
     task = asyncio.ensure_future(
@@ -149,7 +149,7 @@ class ThreadedOperator:
 
         settings = make_settings(cluster, prometheus_url, **dict(env or {}))
         connection = connection_for(cluster)
-        self.runtime = OperatorRuntime(settings, connection, signals=build_signals(settings), identity=identity)
+        self.runtime = Manager(settings, connection, signals=build_signals(settings), identity=identity)
         self.exit_code: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

@@ -70,7 +70,7 @@ def _token_path() -> str | None:
 
 async def _cluster(settings: Settings) -> int:
     from sluice_operator.kube import Connection, KubeClient
-    from sluice_operator.runtime import OperatorRuntime
+    from sluice_operator.manager import Manager
     from sluice_operator.wiring import build_signals
 
     info = _connection()
@@ -80,7 +80,7 @@ async def _cluster(settings: Settings) -> int:
         return 2
     connection = Connection.from_kopf(info, token_path=_token_path())
     signals = build_signals(settings, client=KubeClient(connection))
-    runtime = OperatorRuntime(settings, connection, signals=signals)
+    runtime = Manager(settings, connection, signals=signals)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

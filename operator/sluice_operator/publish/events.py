@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.engine.clock import rfc3339
@@ -26,10 +26,6 @@ class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
-
-
-class EventSink(Protocol):
-    async def emit(self, event: Event) -> None: ...
 
 
 class LogEvents:

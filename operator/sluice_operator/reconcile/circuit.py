@@ -10,10 +10,11 @@ deleted by name. With watchNamespaces the operator publishes only where the char
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from pydantic import ValidationError
 from typing_extensions import Unpack
 
 from sluice.decision import CIRCUIT_KEY, CircuitState, fingerprint, to_json
@@ -22,14 +23,16 @@ from sluice_operator.api.circuit import CircuitBreakerSpec, LabelSelector
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.kube import ApiError
 from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics
-from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner
-from sluice_operator.publish.events import Event, EventSink
+from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner, owner_name
+from sluice_operator.publish.events import Event
 from sluice_operator.publish.names import circuit_configmap
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
+from sluice_operator.reconcile.ports import EventSink, Sink
 from sluice_operator.reconcile.signals import Signals
-from sluice_operator.reconcile.sinks import Sink
+from sluice_operator.scheduler import ScheduleEntry
+from sluice_operator.validation import validation_message
 
 log = logging.getLogger(__name__)
 REFRESH_FRACTION = 1 / 3
@@ -81,7 +84,6 @@ class CircuitRuntime:
     conditions: Conditions = field(default_factory=Conditions)
     published: dict[str, tuple[str, float]] = field(default_factory=dict)  # ns -> (fingerprint, monotonic)
     signal_ok: bool | None = None
-    document: CircuitState | None = None
     swept: bool = False  # leftovers from before a restart removed once
     status_dirty: bool = False  # the last status write failed: write again next probe
 
@@ -140,7 +142,6 @@ class CircuitCycle(Cycle):
             changed = True
 
         document = engine.circuit_document(spec, step.memory, runtime.name, now, spec.ttl_seconds)
-        runtime.document = document
         self.metrics.circuit_state.labels(circuit=runtime.name).set(CIRCUIT_VALUE.get(document.state, 0))
 
         if self.leading():
@@ -242,3 +243,105 @@ class CircuitCycle(Cycle):
     async def cleanup(self, name: str) -> list[str]:
         """After a deletion: the garbage collector removes owned ConfigMaps; this catches label-only ones."""
         return await self.sink.sweep_circuit(self.owner(name, None), frozenset(), self.scope)
+
+
+class CircuitReconciler:
+    """CircuitBreakers, keyed by uid: probe on their interval, publish where selected, clean up.
+
+    It also holds the one copy of each circuit's current document, which policies that embed the
+    circuit (`circuitBreakerRef`) read through `document()`.
+    """
+
+    kind: Final = "CircuitBreaker"
+
+    def __init__(self, cycle: CircuitCycle, *, default_interval: float) -> None:
+        self.cycle = cycle
+        self.default_interval = default_interval
+        self.states: dict[str, CircuitRuntime] = {}
+        self.documents: dict[str, CircuitState] = {}
+
+    def document(self, name: str) -> CircuitState | None:
+        return self.documents.get(name)
+
+    def state(self, entry: ScheduleEntry) -> CircuitRuntime:
+        state = self.states.get(entry.uid)
+        if state is None:
+            state = CircuitRuntime.restore(entry.name, entry.uid, entry.body.get("status"))
+            self.states[entry.uid] = state
+        return state
+
+    def seen(self, entry: ScheduleEntry) -> None:
+        """Seed policies' view of the circuit from its status before the first probe (after a restart)."""
+        status = entry.body.get("status") or {}
+        if entry.name in self.documents or not status.get("state"):
+            return
+        try:
+            spec = CircuitBreakerSpec.model_validate(entry.body.get("spec") or {})
+            memory = engine.circuit_from_status(status)
+        except (ValidationError, KeyError, TypeError, ValueError):
+            return
+        self.documents[entry.name] = engine.circuit_document(spec, memory, entry.name, self.cycle.wallclock(),
+                                                             spec.ttl_seconds)
+
+    async def forget(self, entry: ScheduleEntry) -> list[str]:
+        """After a deletion: drop the memory; the garbage collector removes owned ConfigMaps."""
+        self.states.pop(entry.uid, None)
+        self.documents.pop(entry.name, None)
+        if not self.cycle.leading():
+            return []
+        removed = await self.cycle.cleanup(entry.name)
+        log.info("circuit %s deleted; removed label-only ConfigMaps %s", entry.name, ", ".join(removed) or "(none)")
+        return removed
+
+    async def validate(self, entry: ScheduleEntry) -> CircuitBreakerSpec | None:
+        state = self.state(entry)
+        parsed: CircuitBreakerSpec | None
+        try:
+            parsed = CircuitBreakerSpec.model_validate(entry.body.get("spec") or {})
+        except ValidationError as error:
+            message = validation_message(error, CircuitBreakerSpec)
+            if state.conditions.set("Valid", "False", "InvalidSpec", message, entry.generation) \
+                    and self.cycle.leading():
+                await self.cycle.sink.write_status("circuitbreakers", None, entry.name, {
+                    "observedGeneration": entry.generation, "conditions": state.conditions.as_list()})
+                await self.cycle.events.emit(Event("CircuitBreaker", None, entry.name, entry.uid, "Warning",
+                                                   "InvalidSpec", message))
+            parsed = None
+        entry.parsed = (entry.generation, parsed)
+        return parsed
+
+    async def evaluate(self, entry: ScheduleEntry) -> float | None:
+        """One probe; the seconds until the next, or None when the spec is unusable."""
+        state = self.state(entry)
+        if not entry.parsed_for_current_generation():
+            await self.validate(entry)
+        spec: CircuitBreakerSpec | None = entry.parsed[1] if entry.parsed else None
+        if spec is None:
+            return None
+        try:
+            self.documents[entry.name] = await self.cycle.run(state, spec, entry.generation)
+        except (ApiError, OSError, TimeoutError) as error:
+            log.warning("cycle of circuit %s failed: %s", entry.name, error, extra={"object": entry.name})
+        return spec.probe_interval_seconds
+
+    async def sweep_orphans(self, client_list: Callable[[str | None], Awaitable[list[Mapping[str, Any]]]],
+                            exists: Callable[[str], Awaitable[bool | None]]) -> list[str]:
+        """Remove label-only circuit ConfigMaps whose CircuitBreaker was deleted while no operator ran.
+
+        `client_list(namespace)` lists circuit ConfigMaps (None: cluster-wide); `exists(name)` says
+        whether that CircuitBreaker exists (None: could not tell, so leave it).
+        """
+        scope = self.cycle.scope
+        items: list[Mapping[str, Any]] = []
+        for namespace in [None] if scope is None else sorted(scope):
+            items += await client_list(namespace)
+        owners = {owner_name(item, CIRCUIT_LABEL) for item in items} - {None, ""}
+        known = {state.name for state in self.states.values()}
+        removed: list[str] = []
+        for circuit in sorted(str(n) for n in owners if n not in known):
+            if await exists(circuit) is not False:
+                continue  # it exists (its own cycle publishes or cleans up), or we could not tell
+            removed += await self.cycle.cleanup(circuit)
+        if removed:
+            log.info("removed ConfigMaps of deleted circuits: %s", ", ".join(removed))
+        return removed

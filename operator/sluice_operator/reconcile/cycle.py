@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 from typing_extensions import TypedDict
 
 from sluice_operator.metrics import OperatorMetrics
-from sluice_operator.publish.events import EventSink
+from sluice_operator.reconcile.ports import EventSink, Sink
 from sluice_operator.reconcile.signals import Signals
-from sluice_operator.reconcile.sinks import Sink
 
 
 def _utcnow() -> datetime:

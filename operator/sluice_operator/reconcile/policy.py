@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from pydantic import ValidationError
 from typing_extensions import Unpack
 
 from sluice.decision import DECISION_KEY, CircuitState, Decision, fingerprint, to_json
@@ -21,14 +22,16 @@ from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.kube import ApiError
 from sluice_operator.metrics import ZONE_VALUE, OperatorMetrics
 from sluice_operator.publish.configmap import POLICY_LABEL, Owner
-from sluice_operator.publish.events import Event, EventSink
+from sluice_operator.publish.events import Event
 from sluice_operator.publish.names import policy_configmap
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
+from sluice_operator.reconcile.ports import EventSink, Sink
 from sluice_operator.reconcile.signals import Signals
-from sluice_operator.reconcile.sinks import Sink
+from sluice_operator.scheduler import ScheduleEntry, jittered
 from sluice_operator.sources.reading import Reading, SignalStatus
+from sluice_operator.validation import spec_or_none, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +259,71 @@ class PolicyCycle(Cycle):
 
 def _fmt(value: float | None) -> str:
     return "unknown" if value is None else f"{value:g}"
+
+
+class PolicyReconciler:
+    """BackpressurePolicies, keyed by uid: parse once per generation, evaluate on their interval, forget.
+
+    The cluster manager and local mode both feed it from the one Scheduler; only the sink differs.
+    """
+
+    kind: Final = "BackpressurePolicy"
+
+    def __init__(self, cycle: PolicyCycle, *, default_interval: float,
+                 raw_query_allowed: Callable[[str], bool] = lambda _namespace: True,
+                 on_forget: Callable[[str, str], None] = lambda _namespace, _name: None) -> None:
+        self.cycle = cycle
+        self.default_interval = default_interval
+        self.raw_query_allowed = raw_query_allowed
+        self.on_forget = on_forget
+        self.states: dict[str, PolicyState] = {}
+
+    def state(self, entry: ScheduleEntry) -> PolicyState:
+        state = self.states.get(entry.uid)
+        if state is None:
+            state = PolicyState.restore(entry.namespace or "default", entry.name, entry.uid, entry.body.get("status"))
+            self.states[entry.uid] = state
+        return state
+
+    def forget(self, entry: ScheduleEntry) -> None:
+        self.states.pop(entry.uid, None)
+        self.on_forget(entry.namespace or "default", entry.name)
+
+    async def validate(self, entry: ScheduleEntry) -> BackpressurePolicySpec | None:
+        """Parse the spec of a new object or generation; say at once (status, Event) when it is unusable."""
+        state = self.state(entry)
+        generation = entry.generation
+        parsed: BackpressurePolicySpec | None
+        try:
+            parsed = BackpressurePolicySpec.model_validate(entry.body.get("spec") or {})
+        except ValidationError as error:
+            message = validation_message(error, BackpressurePolicySpec)
+            changed = state.conditions.set("Valid", "False", "InvalidSpec", message, generation)
+            changed |= state.conditions.set("Ready", "False", "InvalidSpec", "fix the spec; nothing is published",
+                                            generation)
+            if changed and self.cycle.leading():
+                await self.cycle.sink.write_status("backpressurepolicies", state.namespace, state.name, {
+                    "observedGeneration": generation, "conditions": state.conditions.as_list()})
+                await self.cycle.events.emit(_event(state, "Warning", "InvalidSpec", message))
+            parsed = None
+        else:
+            source = parsed.source.prometheus
+            if source is not None and source.query is not None and not self.raw_query_allowed(state.namespace):
+                log.info("policy %s/%s uses a raw query in a namespace that may not", state.namespace, state.name)
+        entry.parsed = (generation, parsed)
+        return parsed
+
+    async def evaluate(self, entry: ScheduleEntry) -> float | None:
+        """One cycle; the seconds until the next, or None when the spec is unusable (nothing evaluated)."""
+        state = self.state(entry)
+        if not entry.parsed_for_current_generation():
+            entry.parsed = (entry.generation, spec_or_none(BackpressurePolicySpec, entry.body.get("spec") or {}))
+        parsed: BackpressurePolicySpec | None = entry.parsed[1] if entry.parsed else None
+        if parsed is None:
+            return None
+        try:
+            await self.cycle.run(state, parsed, entry.generation)
+        except (ApiError, OSError, TimeoutError) as error:
+            log.warning("cycle of %s/%s failed: %s", state.namespace, state.name, error,
+                        extra={"namespace": state.namespace, "object": state.name})
+        return jittered(parsed.polling.interval_seconds, parsed.polling.jitter_seconds)
