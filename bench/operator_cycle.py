@@ -31,7 +31,7 @@ from sluice_operator.publish.events import KubeEvents  # noqa: E402
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyState  # noqa: E402
 from sluice_operator.reconcile.signals import Signals  # noqa: E402
 from sluice_operator.settings import Settings  # noqa: E402
-from sluice_operator.sources.prometheus import PrometheusSource  # noqa: E402
+from sluice_operator.sources.prometheus import PrometheusClient  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402
 from tests.support.exporter import Exporter  # noqa: E402
 from tests.support.kube_api import KubeApi  # noqa: E402
@@ -58,7 +58,7 @@ async def bench(policies: int, queries: int, steady_cycles: int) -> dict[str, ob
             namespace = "bench"
             admin.create_namespace(namespace)
             settings = Settings.from_env({"SLUICE_PROMETHEUS_URL": server.url})
-            prom = PrometheusSource(server.url, max_workers=8, cache_ttl=2.0)
+            prom = PrometheusClient(server.url, max_workers=8, cache_ttl=2.0)
             client = KubeClient(Connection(server=plane.server, ca_path=str(plane.ca_file),
                                            token_path=str(identity.token_file)), timeout=600)
             cycle = PolicyCycle(Signals(settings, prom), ClusterSink(client), KubeEvents(client), OperatorMetrics())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sluice.decision import PRIORITIES
+
 ZONE_VALUE = {"green": 0, "yellow": 1, "red": 2}
 CIRCUIT_VALUE = {"closed": 0, "half-open": 1, "open": 2, "forced-closed": 3, "forced-open": 4}
 
@@ -51,7 +53,7 @@ class OperatorMetrics:
         )
 
     def forget_policy(self, namespace: str, policy: str) -> None:
-        for priority in ("high", "medium", "low"):
+        for priority in PRIORITIES:
             for gauge in (self.zone, self.delay_ms):
                 try:
                     gauge.remove(namespace, policy, priority)

@@ -16,7 +16,6 @@ from urllib.parse import urlparse
 from sluice_operator.sources.lag_query import DEFAULT_LAG_TEMPLATE
 
 #: kafka-exporter's consumer-lag metric; `{group}` and `{topics}` are filled with escaped values.
-DEFAULT_LAG_QUERY_TEMPLATE = DEFAULT_LAG_TEMPLATE
 
 
 class SettingsError(ValueError):
@@ -50,7 +49,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLUICE_RAW_QUERY_NAMESPACES", "*",
             "Comma-separated globs of namespaces whose policies may use a raw PromQL `query`. "
             "Others must use consumerGroup + topics. Empty allows none."),
-    Setting("SLUICE_LAG_QUERY_TEMPLATE", DEFAULT_LAG_QUERY_TEMPLATE,
+    Setting("SLUICE_LAG_QUERY_TEMPLATE", DEFAULT_LAG_TEMPLATE,
             "PromQL template for structured sources; {group} and {topics} are filled with escaped values."),
     Setting("SLUICE_QUERY_CACHE_SECONDS", "1",
             "Policies with the same query inside this window share one Prometheus request."),
@@ -111,7 +110,7 @@ class Settings:
     circuit_namespaces: tuple[str, ...] = ()
     default_interval_seconds: float = 5.0
     raw_query_namespaces: tuple[str, ...] = ("*",)
-    lag_query_template: str = DEFAULT_LAG_QUERY_TEMPLATE
+    lag_query_template: str = DEFAULT_LAG_TEMPLATE
     query_cache_seconds: float = 1.0
     max_concurrent_queries: int = 8
     leader_election: bool = True

@@ -11,11 +11,11 @@ from sluice_operator.reconcile.signals import Signals
 from sluice_operator.settings import Settings
 from sluice_operator.sources.kafka import KafkaLagSource, kafka_config_from_secret
 from sluice_operator.sources.kafka_probe import KafkaProbe
-from sluice_operator.sources.prometheus import PrometheusSource
+from sluice_operator.sources.prometheus import PrometheusClient
 from sluice_operator.sources.reading import Reading
 
 
-def prometheus_source(settings: Settings, url: str | None = None) -> PrometheusSource:
+def prometheus_client(settings: Settings, url: str | None = None) -> PrometheusClient:
     """The shared Prometheus reader: bounded pool, no library retries, short query cache."""
     headers: dict[str, str] = {}
     if settings.prometheus_bearer_token_file:
@@ -26,7 +26,7 @@ def prometheus_source(settings: Settings, url: str | None = None) -> PrometheusS
         verify = False
     elif settings.prometheus_ca_file:
         verify = settings.prometheus_ca_file
-    return PrometheusSource(
+    return PrometheusClient(
         url or settings.prometheus_url, max_workers=settings.max_concurrent_queries,
         cache_ttl=settings.query_cache_seconds, headers=headers, verify_tls=verify,
     )
@@ -56,6 +56,6 @@ def build_signals(settings: Settings, *, client: KubeClient | None = None, prome
             raise LookupError(f"Secret {namespace}/{name}: {error.reason} {error.message}") from error
         return kafka_config_from_secret(secret.get("data") or {})
 
-    prometheus = prometheus_source(settings, prometheus_url) if with_prometheus else None
+    prometheus = prometheus_client(settings, prometheus_url) if with_prometheus else None
     return Signals(settings, prometheus, kafka_lag=kafka_lag, kafka_probe=kafka_probe,
                    secrets=secrets if client is not None else None)

@@ -16,7 +16,12 @@ from typing import Any, Final, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+#: The wire contract's names, defined here once; the operator imports them.
+GROUP: Final = "sluice.dev"
+VERSION: Final = "v1alpha1"
 API_VERSION: Final = "sluice.dev/v1alpha1"
+ApiVersion = Literal["sluice.dev/v1alpha1"]
+KINDS: Final = ("BackpressurePolicy", "CircuitBreaker")
 DECISION_KEY = "decision.json"
 CIRCUIT_KEY = "circuit.json"
 #: Must stay well above the kubelet's 60-90 s refresh of mounted ConfigMaps.
@@ -83,7 +88,7 @@ class FallbackDelays(_Doc):
 class CircuitState(_Doc):
     """A CircuitBreaker's state as producers see it (`circuit.json`, or embedded in a Decision)."""
 
-    api_version: Literal["sluice.dev/v1alpha1"] = API_VERSION
+    api_version: ApiVersion = API_VERSION
     kind: Literal["CircuitState"] = "CircuitState"
     name: str
     state: CircuitStateName
@@ -102,7 +107,7 @@ class CircuitState(_Doc):
 class Decision(_Doc):
     """One BackpressurePolicy's decision for every priority."""
 
-    api_version: Literal["sluice.dev/v1alpha1"] = API_VERSION
+    api_version: ApiVersion = API_VERSION
     kind: Literal["Decision"] = "Decision"
     policy: PolicyRef
     epoch: int = Field(ge=0)

@@ -37,9 +37,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from sluice.decision import PRIORITIES
+
 __all__ = ["OBSERVE_ACTIONS", "OUTCOMES", "PRIORITY_NAMES", "Counts", "GaugeState", "ProducerMetrics"]
 
-PRIORITY_NAMES: Final = ("high", "medium", "low")
+PRIORITY_NAMES: Final = PRIORITIES  # the wire contract's names
 OUTCOMES: Final = (
     "sent",
     "delayed",

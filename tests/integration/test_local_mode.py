@@ -23,14 +23,12 @@ from confluent_kafka import Producer
 from sluice.decision import CircuitState, Decision, parse_circuit, parse_decision
 from sluice.sources.directory import DirectoryDecisions
 from sluice.testing import MockKafkaCluster
-from tests.support.prometheus import PrometheusServer, prometheus_fixture
+from tests.support.prometheus import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC = "orders"
 GROUP = "orders-consumer"
 PER_PARTITION = 10  # 3 partitions: the group never committed, so its lag is every record
-
-prom = prometheus_fixture(scope="module")
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""PrometheusSource against the REAL Prometheus server (plus stubs for error shapes only).
+"""PrometheusClient against the REAL Prometheus server (plus stubs for error shapes only).
 
 The main paths (values, several series, empty, NaN, syntax errors, outage and
 recovery, request sharing, escaping) run against ``/usr/bin/prometheus``
@@ -22,20 +22,18 @@ from typing import Any
 
 import pytest
 
-from sluice_operator.sources.prometheus import DEFAULT_LAG_TEMPLATE, PrometheusSource, build_lag_query
+from sluice_operator.sources.lag_query import DEFAULT_LAG_TEMPLATE, build_lag_query
+from sluice_operator.sources.prometheus import PrometheusClient
 from sluice_operator.sources.reading import Reading, SignalStatus
-from tests.support.prometheus import PrometheusServer, prometheus_factory_fixture, prometheus_fixture
-
-prom = prometheus_fixture(scope="module")
-make_prometheus = prometheus_factory_fixture()
+from tests.support.prometheus import PrometheusServer
 
 real = pytest.mark.prometheus
 LAG = "kafka_consumergroup_lag"
 
 
 @pytest.fixture
-def source(prom: PrometheusServer) -> Iterator[PrometheusSource]:
-    src = PrometheusSource(prom.url, cache_ttl=0.0, timeout=5.0)
+def source(prom: PrometheusServer) -> Iterator[PrometheusClient]:
+    src = PrometheusClient(prom.url, cache_ttl=0.0, timeout=5.0)
     yield src
     src.close()
 
@@ -48,7 +46,7 @@ def _lag(group: str, topic: str = "t1", partition: str = "0") -> dict[str, str]:
 
 
 @real
-async def test_single_series_value(prom: PrometheusServer, source: PrometheusSource) -> None:
+async def test_single_series_value(prom: PrometheusServer, source: PrometheusClient) -> None:
     prom.exporter.set(LAG, 1234, _lag("single"))
     query = f'{LAG}{{consumergroup="single"}}'
     await prom.async_wait_for_value(query, 1234)
@@ -59,7 +57,7 @@ async def test_single_series_value(prom: PrometheusServer, source: PrometheusSou
 
 
 @real
-async def test_several_series_need_an_aggregate(prom: PrometheusServer, source: PrometheusSource) -> None:
+async def test_several_series_need_an_aggregate(prom: PrometheusServer, source: PrometheusClient) -> None:
     for partition, lag in (("0", 10), ("1", 250), ("2", 40)):
         prom.exporter.set(LAG, lag, _lag("multi", partition=partition))
     query = f'{LAG}{{consumergroup="multi"}}'
@@ -79,7 +77,7 @@ async def test_several_series_need_an_aggregate(prom: PrometheusServer, source: 
 
 
 @real
-async def test_empty_result_is_unknown_unless_zero_is_asked(source: PrometheusSource) -> None:
+async def test_empty_result_is_unknown_unless_zero_is_asked(source: PrometheusClient) -> None:
     query = f'{LAG}{{consumergroup="nobody-has-this-group"}}'
 
     unknown = await source.read(query)
@@ -91,7 +89,7 @@ async def test_empty_result_is_unknown_unless_zero_is_asked(source: PrometheusSo
 
 @real
 async def test_series_removed_from_exporter_becomes_empty(
-    prom: PrometheusServer, source: PrometheusSource
+    prom: PrometheusServer, source: PrometheusClient
 ) -> None:
     prom.exporter.set(LAG, 5, _lag("vanishing"))
     query = f'{LAG}{{consumergroup="vanishing"}}'
@@ -106,7 +104,7 @@ async def test_series_removed_from_exporter_becomes_empty(
 
 @real
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-async def test_nan_or_inf_is_unavailable(prom: PrometheusServer, source: PrometheusSource, bad: float) -> None:
+async def test_nan_or_inf_is_unavailable(prom: PrometheusServer, source: PrometheusClient, bad: float) -> None:
     group = f"nan-{bad}"
     prom.exporter.set(LAG, 7, _lag(group, partition="0"))
     prom.exporter.set(LAG, bad, _lag(group, partition="1"))
@@ -121,19 +119,19 @@ async def test_nan_or_inf_is_unavailable(prom: PrometheusServer, source: Prometh
 
 
 @real
-async def test_scalar_result(source: PrometheusSource) -> None:
+async def test_scalar_result(source: PrometheusClient) -> None:
     reading = await source.read("scalar(vector(6)) * 7")
     assert (reading.status, reading.value) == (SignalStatus.OK, 42.0)
 
 
 @real
-async def test_range_vector_is_a_spec_error(prom: PrometheusServer, source: PrometheusSource) -> None:
+async def test_range_vector_is_a_spec_error(prom: PrometheusServer, source: PrometheusClient) -> None:
     reading = await source.read(f"{LAG}[1m]")
     assert (reading.status, reading.reason) == (SignalStatus.SPEC_ERROR, "BadResultType")
 
 
 @real
-async def test_syntax_error_carries_prometheus_message(prom: PrometheusServer, source: PrometheusSource) -> None:
+async def test_syntax_error_carries_prometheus_message(prom: PrometheusServer, source: PrometheusClient) -> None:
     broken = f'sum({LAG}{{consumergroup="g"'
     qs = urllib.parse.urlencode({"query": broken})
     with pytest.raises(urllib.error.HTTPError) as raised:
@@ -150,7 +148,7 @@ async def test_syntax_error_carries_prometheus_message(prom: PrometheusServer, s
 
 @real
 async def test_hostile_structured_fields_stay_label_values(
-    prom: PrometheusServer, source: PrometheusSource
+    prom: PrometheusServer, source: PrometheusClient
 ) -> None:
     hostile = 'g"}) or vector(1) or sum(x{a="'
     for group, lag in ((hostile, 11), ("g", 500), ("a\\b\n\ufffd", 12)):
@@ -172,7 +170,7 @@ async def test_down_then_back(make_prometheus: Callable[..., PrometheusServer]) 
     query = f'{LAG}{{consumergroup="restart"}}'
     await server.async_wait_for_value(query, 77)
 
-    async with PrometheusSource(server.url, cache_ttl=0.0, timeout=2.0) as src:
+    async with PrometheusClient(server.url, cache_ttl=0.0, timeout=2.0) as src:
         assert (await src.read(query)).value == 77.0
 
         await server.async_stop()
@@ -195,7 +193,7 @@ async def test_concurrent_reads_share_requests(prom: PrometheusServer) -> None:
     queries = [f'{LAG}{{consumergroup="shared-{i}"}}' for i in range(3)]
     await prom.async_wait_for_value(f'count({LAG}{{consumergroup=~"shared-.*"}})', 3)
 
-    async with PrometheusSource(prom.url, cache_ttl=30.0, max_workers=2) as src:
+    async with PrometheusClient(prom.url, cache_ttl=30.0, max_workers=2) as src:
         readings = await asyncio.gather(*(src.read(queries[i % 3]) for i in range(100)))
         assert src.requests_sent == 3
         assert [r.value for r in readings] == [100.0 + i % 3 for i in range(100)]
@@ -211,7 +209,7 @@ async def test_cache_expires(prom: PrometheusServer) -> None:
     query = f'{LAG}{{consumergroup="ttl"}}'
     await prom.async_wait_for_value(query, 1)
 
-    async with PrometheusSource(prom.url, cache_ttl=0.2) as src:
+    async with PrometheusClient(prom.url, cache_ttl=0.2) as src:
         await src.read(query)
         await src.read(query)
         assert src.requests_sent == 1
@@ -274,7 +272,7 @@ def stub_factory() -> Iterator[Callable[..., _Stub]]:
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_5xx_is_unavailable_and_not_retried(stub_factory: Callable[..., _Stub], status: int) -> None:
     stub = stub_factory(status, {"status": "error", "errorType": "unavailable", "error": "overloaded"})
-    src = PrometheusSource(stub.url, cache_ttl=0.0, timeout=3.0)
+    src = PrometheusClient(stub.url, cache_ttl=0.0, timeout=3.0)
 
     reading = await src.read("up")
     await src.aclose()  # any retry the library might still run has finished by now
@@ -287,7 +285,7 @@ async def test_5xx_is_unavailable_and_not_retried(stub_factory: Callable[..., _S
 
 async def test_non_json_error_from_a_proxy(stub_factory: Callable[..., _Stub]) -> None:
     stub = stub_factory(502, b"<html>Bad Gateway</html>", "text/html")
-    async with PrometheusSource(stub.url) as src:
+    async with PrometheusClient(stub.url) as src:
         reading = await src.read("up")
     assert (reading.status, reading.reason) == (SignalStatus.UNAVAILABLE, "HTTPError")
     assert "502" in reading.message and "Bad Gateway" in reading.message
@@ -300,7 +298,7 @@ async def test_warnings_mark_partial_data(stub_factory: Callable[..., _Stub]) ->
         "warnings": ["remote read from store eu-1 failed"],
     }
     stub = stub_factory(200, body)
-    async with PrometheusSource(stub.url) as src:
+    async with PrometheusClient(stub.url) as src:
         reading = await src.read("lag")
     assert (reading.status, reading.value, reading.partial) == (SignalStatus.OK, 321.0, True)
     assert reading.reason == "PartialData"
@@ -310,7 +308,7 @@ async def test_warnings_mark_partial_data(stub_factory: Callable[..., _Stub]) ->
 async def test_headers_and_auth_reach_prometheus(stub_factory: Callable[..., _Stub]) -> None:
     body = {"status": "success", "data": {"resultType": "scalar", "result": [1.0, "1"]}}
     stub = stub_factory(200, body)
-    async with PrometheusSource(stub.url, headers={"X-Scope-OrgID": "team-a"}, auth=("u", "p")) as src:
+    async with PrometheusClient(stub.url, headers={"X-Scope-OrgID": "team-a"}, auth=("u", "p")) as src:
         reading = await src.read("1")
     assert reading.value == 1.0
     (sent,) = stub.headers
@@ -321,7 +319,7 @@ async def test_headers_and_auth_reach_prometheus(stub_factory: Callable[..., _St
 async def test_prometheus_timeout_error_shape(stub_factory: Callable[..., _Stub]) -> None:
     body = {"status": "error", "errorType": "timeout", "error": "query timed out in expression evaluation"}
     stub = stub_factory(503, body)
-    async with PrometheusSource(stub.url) as src:
+    async with PrometheusClient(stub.url) as src:
         reading = await src.read("lag")
     assert (reading.status, reading.reason) == (SignalStatus.UNAVAILABLE, "Timeout")
     assert stub.hits == 1
@@ -329,7 +327,7 @@ async def test_prometheus_timeout_error_shape(stub_factory: Callable[..., _Stub]
 
 async def test_long_messages_are_truncated(stub_factory: Callable[..., _Stub]) -> None:
     stub = stub_factory(400, {"status": "error", "errorType": "bad_data", "error": "x" * 5000})
-    async with PrometheusSource(stub.url) as src:
+    async with PrometheusClient(stub.url) as src:
         reading = await src.read("lag")
     assert reading.reason == "BadQuery"
     assert len(reading.message) == 512
@@ -372,7 +370,7 @@ async def test_timeout_keeps_the_event_loop_running(silent_server: str) -> None:
             await asyncio.sleep(0.01)
             ticks += 1
 
-    async with PrometheusSource(silent_server, timeout=5.0) as src:
+    async with PrometheusClient(silent_server, timeout=5.0) as src:
         task = asyncio.create_task(ticker())
         try:
             readings = await asyncio.gather(src.read("up", timeout=0.5), src.read("other", timeout=0.5))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import socket
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,13 +15,9 @@ from sluice import (
     PermanentMessageError,
     RetryBudgetExceededError,
     RetryPolicy,
-    StaticDecisions,
-    ThrottledProducer,
     TopicUnavailableError,
 )
-from tests.support.sdk_helpers import InProcessKafka, consume, headers_of, inject_fatal, make_decision
-
-_names = itertools.count()
+from tests.support.sdk_helpers import InProcessKafka, consume, headers_of, inject_fatal
 
 DLQ_HEADERS = {
     "sluice.original-topic",
@@ -43,32 +37,6 @@ ORDER_SCHEMA = """
 {"type": "record", "name": "Order", "namespace": "shop",
  "fields": [{"name": "id", "type": "int"}, {"name": "item", "type": "string"}]}
 """
-
-
-@pytest.fixture(scope="module")
-def kafka() -> Iterator[InProcessKafka]:
-    with InProcessKafka(num_brokers=3) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def topic() -> str:
-    return f"fail-{next(_names)}"
-
-
-@pytest.fixture
-def make(kafka: InProcessKafka) -> Iterator[Callable[..., ThrottledProducer]]:
-    made: list[ThrottledProducer] = []
-
-    def factory(conf: dict[str, Any] | None = None, **kwargs: Any) -> ThrottledProducer:
-        source = kwargs.pop("source", None) or StaticDecisions(make_decision())
-        producer = ThrottledProducer({"bootstrap.servers": kafka.bootstrap_servers, **(conf or {})}, source, **kwargs)
-        made.append(producer)
-        return producer
-
-    yield factory
-    for producer in made:
-        producer.close(5)
 
 
 def test_a_message_over_message_max_bytes_lands_in_the_dlq_with_every_header(

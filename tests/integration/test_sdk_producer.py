@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,36 +20,6 @@ from sluice import (
     ThrottledProducer,
 )
 from tests.support.sdk_helpers import InProcessKafka, consume, headers_of, make_circuit, make_decision
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def kafka() -> Iterator[InProcessKafka]:
-    with InProcessKafka(num_brokers=3) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def topic() -> str:
-    return f"orders-{next(_names)}"
-
-
-@pytest.fixture
-def make(kafka: InProcessKafka) -> Iterator[Callable[..., ThrottledProducer]]:
-    """Build producers on the mock cluster; all are closed after the test."""
-    made: list[ThrottledProducer] = []
-
-    def factory(source: StaticDecisions, conf: dict[str, Any] | None = None, **kwargs: Any) -> ThrottledProducer:
-        producer = ThrottledProducer(
-            {"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5, **(conf or {})}, source, **kwargs
-        )
-        made.append(producer)
-        return producer
-
-    yield factory
-    for producer in made:
-        producer.close(5)
 
 
 def test_green_decision_delivers_every_message_once(kafka: InProcessKafka, make: Any, topic: str) -> None:

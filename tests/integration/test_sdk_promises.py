@@ -11,7 +11,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,21 +28,7 @@ from sluice import (
 )
 from tests.support.sdk_helpers import InProcessKafka, consume, consume_all, headers_of, make_decision
 
-_names = itertools.count()
 UNREACHABLE = "127.0.0.1:9"  # nothing listens: connections are refused, error events pile up
-
-
-@pytest.fixture(scope="module")
-def kafka() -> Iterator[InProcessKafka]:
-    with InProcessKafka(num_brokers=3) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def topic(kafka: InProcessKafka) -> str:
-    name = f"promise-{next(_names)}"
-    kafka.create_topic(name, 3)
-    return name
 
 
 def _until(check: Callable[[], bool], timeout: float = 20.0) -> bool:

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from sluice_operator.api.common import (
     DNS1123_LABEL,
+    ApiVersion,
     Condition,
     ObjectMeta,
     SecretRef,
@@ -166,7 +167,7 @@ class CircuitBreaker(SpecModel):
 
     model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
 
-    api_version: Literal["sluice.dev/v1alpha1"] = Field(alias="apiVersion")
+    api_version: ApiVersion = Field(alias="apiVersion")
     kind: Literal["CircuitBreaker"]
     metadata: ObjectMeta
     spec: CircuitBreakerSpec

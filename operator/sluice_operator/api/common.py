@@ -8,12 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-GROUP = "sluice.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from sluice.decision import API_VERSION, GROUP, PRIORITIES, VERSION, ApiVersion, Priority
 
-Priority = Literal["high", "medium", "low"]
-PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
+__all__ = ["API_VERSION", "GROUP", "PRIORITIES", "VERSION", "ApiVersion", "Priority"]  # the wire contract's
 
 #: Largest backlog threshold we accept; anything above is a typo, not a real lag.
 MAX_BACKLOG = 1e12

@@ -11,6 +11,7 @@ from sluice_operator.api.common import (
     DNS1123_SUBDOMAIN,
     MAX_BACKLOG,
     MAX_DELAY_MS,
+    ApiVersion,
     Condition,
     ObjectMeta,
     Priority,
@@ -294,7 +295,7 @@ class BackpressurePolicy(SpecModel):
 
     model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
 
-    api_version: Literal["sluice.dev/v1alpha1"] = Field(alias="apiVersion")
+    api_version: ApiVersion = Field(alias="apiVersion")
     kind: Literal["BackpressurePolicy"]
     metadata: ObjectMeta
     spec: BackpressurePolicySpec

@@ -20,7 +20,11 @@ from sluice.decision import (
 )
 from sluice_operator.engine.evaluate import Outcome, PriorityOutcome
 
-__all__ = ["build_decision"]
+__all__ = ["REFRESH_FRACTION", "build_decision"]
+
+#: Republish a document once this share of its lifetime (`ttlSeconds`) has passed, unchanged or not, so
+#: producers never see it expire while the operator is healthy.
+REFRESH_FRACTION = 1 / 3
 
 
 def _priority(po: PriorityOutcome) -> PriorityDecision:

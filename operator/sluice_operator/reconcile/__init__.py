@@ -1,5 +1,6 @@
-"""One evaluation cycle per object: read the signal, run the engine, publish. No Kopf in here.
+"""One reconciler per kind, each running one evaluation cycle per object: read the signal, run the engine,
+publish. No Kopf in here.
 
-The same cycle serves the cluster (Kopf daemons, ConfigMaps, status) and local mode (files), so both
-behave the same and the handlers stay thin.
+The cluster manager (fed by Kopf's watch events) and local mode (fed by a directory of YAML) drive the
+same reconcilers from the same Scheduler; only the backend behind `ports.Sink` differs.
 """

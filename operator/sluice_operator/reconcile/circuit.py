@@ -21,6 +21,7 @@ from sluice.decision import CIRCUIT_KEY, CircuitState, fingerprint, to_json
 from sluice_operator import engine
 from sluice_operator.api.circuit import CircuitBreakerSpec, LabelSelector
 from sluice_operator.api.common import API_VERSION
+from sluice_operator.engine.document import REFRESH_FRACTION
 from sluice_operator.kube import ApiError
 from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics
 from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner, owner_name
@@ -35,7 +36,6 @@ from sluice_operator.scheduler import ScheduleEntry
 from sluice_operator.validation import validation_message
 
 log = logging.getLogger(__name__)
-REFRESH_FRACTION = 1 / 3
 
 
 def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
@@ -75,7 +75,7 @@ def _counters(memory: engine.CircuitMemory | None) -> tuple[str, int, int] | Non
 
 
 @dataclass
-class CircuitRuntime:
+class CircuitBreakerState:
     """Per-circuit memory between probes (restored from status on start)."""
 
     name: str
@@ -88,7 +88,7 @@ class CircuitRuntime:
     status_dirty: bool = False  # the last status write failed: write again next probe
 
     @classmethod
-    def restore(cls, name: str, uid: str | None, status: Any) -> CircuitRuntime:
+    def restore(cls, name: str, uid: str | None, status: Any) -> CircuitBreakerState:
         status = dict(status or {})
         runtime = cls(name=name, uid=uid)
         runtime.conditions = Conditions.from_status(status)
@@ -117,7 +117,7 @@ class CircuitCycle(Cycle):
     def owner(name: str, uid: str | None) -> Owner:
         return Owner(API_VERSION, "CircuitBreaker", name, uid, CIRCUIT_LABEL)
 
-    async def run(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, generation: int | None) -> CircuitState:
+    async def run(self, runtime: CircuitBreakerState, spec: CircuitBreakerSpec, generation: int | None) -> CircuitState:
         started = self.clock()
         result, detail = await self.signals.probe_circuit(spec)
         now = self.wallclock()
@@ -167,7 +167,7 @@ class CircuitCycle(Cycle):
         self.metrics.evaluation_seconds.labels(kind="CircuitBreaker").observe(self.clock() - started)
         return document
 
-    def _conditions(self, runtime: CircuitRuntime, result: str, detail: str, generation: int | None,
+    def _conditions(self, runtime: CircuitBreakerState, result: str, detail: str, generation: int | None,
                     emits: list[Event]) -> bool:
         changed = runtime.conditions.set("Valid", "True", "SpecValid", "the spec is valid", generation)
         if result == "unknown":
@@ -185,7 +185,7 @@ class CircuitCycle(Cycle):
         changed |= runtime.conditions.set("Ready", "True", "Evaluating", "", generation)
         return changed
 
-    async def _publish(self, runtime: CircuitRuntime, spec: CircuitBreakerSpec, document: CircuitState,
+    async def _publish(self, runtime: CircuitBreakerState, spec: CircuitBreakerSpec, document: CircuitState,
                        generation: int | None) -> bool:
         """Write circuit.json where the circuit applies; True when the Published condition changed."""
         labels, terminating = self.namespaces()
@@ -212,7 +212,7 @@ class CircuitCycle(Cycle):
         await self._unpublish(runtime, owner, configmap, targets)
         return self._published_condition(runtime, targets, selected - targets, failed, generation)
 
-    async def _unpublish(self, runtime: CircuitRuntime, owner: Owner, configmap: str,
+    async def _unpublish(self, runtime: CircuitBreakerState, owner: Owner, configmap: str,
                          targets: frozenset[str]) -> None:
         """Remove circuit.json where the circuit no longer applies; a failure is retried next probe."""
         stale = frozenset(set(runtime.published) - targets)
@@ -228,7 +228,7 @@ class CircuitCycle(Cycle):
                         error, extra={"kind": "CircuitBreaker", "namespace": "", "object": runtime.name})
 
     @staticmethod
-    def _published_condition(runtime: CircuitRuntime, targets: frozenset[str], skipped: frozenset[str],
+    def _published_condition(runtime: CircuitBreakerState, targets: frozenset[str], skipped: frozenset[str],
                              failed: list[str], generation: int | None) -> bool:
         if failed:
             return runtime.conditions.set("Published", "False", "PublishFailed", "; ".join(failed), generation)
@@ -257,16 +257,16 @@ class CircuitReconciler:
     def __init__(self, cycle: CircuitCycle, *, default_interval: float) -> None:
         self.cycle = cycle
         self.default_interval = default_interval
-        self.states: dict[str, CircuitRuntime] = {}
+        self.states: dict[str, CircuitBreakerState] = {}
         self.documents: dict[str, CircuitState] = {}
 
     def document(self, name: str) -> CircuitState | None:
         return self.documents.get(name)
 
-    def state(self, entry: ScheduleEntry) -> CircuitRuntime:
+    def state(self, entry: ScheduleEntry) -> CircuitBreakerState:
         state = self.states.get(entry.uid)
         if state is None:
-            state = CircuitRuntime.restore(entry.name, entry.uid, entry.body.get("status"))
+            state = CircuitBreakerState.restore(entry.name, entry.uid, entry.body.get("status"))
             self.states[entry.uid] = state
         return state
 

@@ -17,8 +17,9 @@ from typing_extensions import Unpack
 
 from sluice.decision import DECISION_KEY, CircuitState, Decision, fingerprint, to_json
 from sluice_operator import engine
-from sluice_operator.api.common import API_VERSION
+from sluice_operator.api.common import API_VERSION, PRIORITIES
 from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.engine.document import REFRESH_FRACTION
 from sluice_operator.kube import ApiError
 from sluice_operator.metrics import ZONE_VALUE, OperatorMetrics
 from sluice_operator.publish.configmap import POLICY_LABEL, Owner
@@ -36,7 +37,6 @@ from sluice_operator.validation import spec_or_none, validation_message
 log = logging.getLogger(__name__)
 
 #: Refresh a published document once this fraction of its TTL has passed.
-REFRESH_FRACTION = 1 / 3
 #: Back off this long after the namespace refused writes (Terminating): no retry storm.
 TERMINATING_BACKOFF = 60.0
 
@@ -141,7 +141,7 @@ class PolicyCycle(Cycle):
                 summary = ", ".join(
                     f"{p}={decision.priorities.get(p).zone}/{decision.priorities.get(p).delay_ms}ms"
                     + ("/shed" if decision.priorities.get(p).shed else "")
-                    for p in ("high", "medium", "low")
+                    for p in PRIORITIES
                 )
                 log.info("published epoch %d (%s, backlog %s): %s", epoch, decision.source, _fmt(backlog), summary,
                          extra={"kind": "BackpressurePolicy", "namespace": state.namespace, "object": state.name})
@@ -251,7 +251,7 @@ class PolicyCycle(Cycle):
             m.source_errors.labels(source=kind, reason=reading.reason or "Unknown").inc()
         if backlog is not None:
             m.backlog.labels(state.namespace, state.name).set(backlog)
-        for priority in ("high", "medium", "low"):
+        for priority in PRIORITIES:
             entry = decision.priorities.get(priority)
             m.zone.labels(state.namespace, state.name, priority).set(ZONE_VALUE[entry.zone])
             m.delay_ms.labels(state.namespace, state.name, priority).set(entry.delay_ms)

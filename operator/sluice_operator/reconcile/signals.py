@@ -30,7 +30,7 @@ class PromReader(Protocol):
 #: (namespace, secret name) -> decoded librdkafka settings; raises LookupError when missing.
 SecretLoader = Callable[[str, str], Awaitable[Mapping[str, str]]]
 KafkaLagReader = Callable[[KafkaSource, Mapping[str, str]], Awaitable[Reading]]
-KafkaProbe = Callable[[str, Mapping[str, str], float], Awaitable[tuple[bool, str]]]
+ProbeFn = Callable[[str, Mapping[str, str], float], Awaitable[tuple[bool, str]]]
 
 
 class Signals:
@@ -38,7 +38,7 @@ class Signals:
 
     def __init__(
         self, settings: Settings, prometheus: PromReader | None, *,
-        kafka_lag: KafkaLagReader | None = None, kafka_probe: KafkaProbe | None = None,
+        kafka_lag: KafkaLagReader | None = None, kafka_probe: ProbeFn | None = None,
         secrets: SecretLoader | None = None,
     ) -> None:
         self.settings = settings

@@ -1,6 +1,6 @@
 """Backlog and failure signals from Prometheus.
 
-:class:`PrometheusSource` runs instant queries without blocking the event loop and classifies every
+:class:`PrometheusClient` runs instant queries without blocking the event loop and classifies every
 answer into a :class:`~sluice_operator.sources.reading.Reading` (a number, "unknown for now", or
 "your spec is wrong"), so the fallback policy, not a library's hidden retries, decides what happens
 next. The safe query builder for structured specs lives in `lag_query` and is re-exported here.
@@ -16,42 +16,18 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from sluice_operator.sources.lag_query import (
-    DEFAULT_LAG_TEMPLATE,
-    LagTemplateError,
-    build_lag_query,
-    promql_escape,
-    regex_quote,
-    topics_regex,
-    validate_lag_template,
-)
+from sluice_operator.api.policy import Aggregate, EmptyResult
 from sluice_operator.sources.reading import MESSAGE_LIMIT, Reading, SignalStatus, truncate
 
-__all__ = [
-    "DEFAULT_LAG_TEMPLATE",
-    "NO_RETRY",
-    "Aggregate",
-    "Answer",
-    "EmptyResult",
-    "LagTemplateError",
-    "PrometheusSource",
-    "build_lag_query",
-    "classify",
-    "promql_escape",
-    "regex_quote",
-    "topics_regex",
-    "validate_lag_template",
-]
+__all__ = ["NO_RETRY", "Answer", "PrometheusClient", "classify"]
 
-Aggregate = Literal["max", "sum"]
-EmptyResult = Literal["unavailable", "zero"]
 
 # -- reading Prometheus ---------------------------------------------------------
 
@@ -182,7 +158,7 @@ class _CacheEntry:
     expires: float
 
 
-class PrometheusSource:
+class PrometheusClient:
     """Instant PromQL queries against one Prometheus, without blocking the event loop.
 
     prometheus-api-client's session does the HTTP (headers, auth, TLS); the
@@ -337,7 +313,7 @@ class PrometheusSource:
         self.close()
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
-    async def __aenter__(self) -> PrometheusSource:
+    async def __aenter__(self) -> PrometheusClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
