@@ -51,7 +51,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -453,26 +453,24 @@ class KafkaLagSource:
         self._cache.clear()
 
 
-_default: KafkaLagSource | None = None
-_default_lock = threading.Lock()
+class ProcessWide(Generic[T]):
+    """One instance shared by the whole process, made on first use (shared clients, pools and caps)."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._instance: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._instance is None:
+                self._instance = self._factory()
+            return self._instance
 
 
-def _default_source() -> KafkaLagSource:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = KafkaLagSource()
-        return _default
+_default = ProcessWide(KafkaLagSource)
 
 
-async def read_lag(
-    bootstrap_servers: str,
-    group: str,
-    topics: Iterable[str],
-    *,
-    config: Mapping[str, str] | None = None,
-    timeout_seconds: float = _DEFAULT_TIMEOUT,
-) -> Reading:
-    """:meth:`KafkaLagSource.read_lag` on a process-wide source (shared clients and pool)."""
-    source = _default_source()
-    return await source.read_lag(bootstrap_servers, group, topics, config=config, timeout_seconds=timeout_seconds)
+async def read_lag(*args: Any, **kwargs: Any) -> Reading:
+    """:meth:`KafkaLagSource.read_lag` (same arguments) on a process-wide source."""
+    return await _default.get().read_lag(*args, **kwargs)

@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaException
 
 from sluice_operator.sources.kafka import (
     ClientCache,
+    ProcessWide,
     drain_logs,
     kafka_error_reason,
     kafka_exception_error,
@@ -178,20 +179,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[T], None], arg: T)
         pass
 
 
-_default: KafkaProbe | None = None
-_default_lock = threading.Lock()
+_default = ProcessWide(KafkaProbe)
 
 
-def _default_probe() -> KafkaProbe:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = KafkaProbe()
-        return _default
-
-
-async def probe(
-    bootstrap_servers: str, *, config: Mapping[str, str] | None = None, timeout_seconds: float = _DEFAULT_TIMEOUT
-) -> ProbeResult:
-    """:meth:`KafkaProbe.probe` on a process-wide prober (shared clients and caps)."""
-    return await _default_probe().probe(bootstrap_servers, config=config, timeout_seconds=timeout_seconds)
+async def probe(*args: Any, **kwargs: Any) -> ProbeResult:
+    """:meth:`KafkaProbe.probe` (same arguments) on a process-wide prober."""
+    return await _default.get().probe(*args, **kwargs)
