@@ -15,8 +15,6 @@ from urllib.parse import urlparse
 
 from sluice_operator.sources.lag_query import DEFAULT_LAG_TEMPLATE
 
-#: kafka-exporter's consumer-lag metric; `{group}` and `{topics}` are filled with escaped values.
-
 
 class SettingsError(ValueError):
     """A `SLUICE_*` variable has a value we cannot use."""
@@ -24,7 +22,11 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """Documentation of one variable: the README table and the chart's values are built from these."""
+    """One variable, its default (written here only) and its help text.
+
+    The README's settings table and the chart's rendered env are checked against this table
+    (tests/unit/test_settings.py, tests/unit/test_chart.py).
+    """
 
     env: str
     default: str
@@ -100,31 +102,31 @@ def _list(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated settings; build with `Settings.from_env()`."""
+    """The validated settings; build with `Settings.from_env()` (defaults live in `SETTINGS` only)."""
 
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
-    prometheus_bearer_token_file: str = ""
-    prometheus_ca_file: str = ""
-    prometheus_insecure_skip_verify: bool = False
-    watch_namespaces: tuple[str, ...] = ()
-    circuit_namespaces: tuple[str, ...] = ()
-    default_interval_seconds: float = 5.0
-    raw_query_namespaces: tuple[str, ...] = ("*",)
-    lag_query_template: str = DEFAULT_LAG_TEMPLATE
-    query_cache_seconds: float = 1.0
-    max_concurrent_queries: int = 8
-    leader_election: bool = True
-    lease_name: str = "sluice-operator-leader"
-    lease_namespace: str = "default"
-    lease_duration_seconds: float = 15.0
-    lease_renew_seconds: float = 5.0
-    http_port: int = 8080
-    liveness_max_age_seconds: float = 120.0
-    resync_seconds: float = 60.0
-    kafka_secrets: bool = False
-    circuit_secret_namespace: str = "default"
-    log_level: str = "INFO"
-    log_format: str = "json"
+    prometheus_url: str
+    prometheus_bearer_token_file: str
+    prometheus_ca_file: str
+    prometheus_insecure_skip_verify: bool
+    watch_namespaces: tuple[str, ...]
+    circuit_namespaces: tuple[str, ...]
+    default_interval_seconds: float
+    raw_query_namespaces: tuple[str, ...]
+    lag_query_template: str
+    query_cache_seconds: float
+    max_concurrent_queries: int
+    leader_election: bool
+    lease_name: str
+    lease_namespace: str
+    lease_duration_seconds: float
+    lease_renew_seconds: float
+    http_port: int
+    liveness_max_age_seconds: float
+    resync_seconds: float
+    kafka_secrets: bool
+    circuit_secret_namespace: str
+    log_level: str
+    log_format: str
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def raw_query_allowed(self, namespace: str) -> bool:

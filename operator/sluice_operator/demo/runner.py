@@ -112,7 +112,7 @@ async def _run(config: DemoConfig, view_factory: ViewFactory, cluster: MockKafka
     clock = _Clock()
     problems: list[str] = []
     timeline = Timeline(phases=(), capacity=config.capacity)
-    signals = build_signals(Settings(), with_prometheus=False)
+    signals = build_signals(Settings.from_env({}), with_prometheus=False)
     read_lag = signals.kafka_lag
     assert read_lag is not None
 
