@@ -212,8 +212,10 @@ class LocalOperator:
         await self.reload(force=True)
         if not self.entries:
             log.warning("no BackpressurePolicy or CircuitBreaker found in %s", self.policies_dir)
+        self.metrics.leader.set(1)  # the only replica: it always acts
         while not stop.is_set():
             next_due = await self.run_due(time.monotonic())
+            self.metrics.last_cycle.set_to_current_time()
             if once:
                 return 1 if self._problems else 0
             wait = max(0.05, min(RELOAD_EVERY, next_due - time.monotonic()))

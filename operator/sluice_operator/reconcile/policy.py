@@ -53,6 +53,7 @@ class PolicyState:
     fallback: bool = False
     backoff_until: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
+    first_seen: float | None = None  # wall clock of the first evaluation (signal never readable yet)
 
     @classmethod
     def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
@@ -165,6 +166,7 @@ class PolicyCycle(Cycle):
             await self.events.emit(event)
 
         self._observe(state, decision, backlog, reading, kind, self.clock() - started)
+        self._observe_more(state, spec, outcome, reading)
         return CycleResult(published, status_written, decision, reading)
 
     def _signal_conditions(self, state: PolicyState, reading: Reading, generation: int | None,
@@ -244,6 +246,30 @@ class PolicyCycle(Cycle):
             entry = decision.priorities.get(priority)
             m.zone.labels(state.namespace, state.name, priority).set(ZONE_VALUE[entry.zone])
             m.delay_ms.labels(state.namespace, state.name, priority).set(entry.delay_ms)
+
+
+    def _observe_more(self, state: PolicyState, spec: BackpressurePolicySpec, outcome: engine.Outcome,
+                      reading: Reading) -> None:
+        """The gauges the dashboards and alerts read (docs/runbooks.md)."""
+        m, ns, name = self.metrics, state.namespace, state.name
+        memory = outcome.memory
+        if memory.smoothed_backlog is not None:
+            m.smoothed_backlog.labels(ns, name).set(memory.smoothed_backlog)
+        for i, priority in enumerate(("high", "medium", "low")):
+            window = getattr(spec.thresholds, priority)
+            for zone in ("green", "yellow", "red"):
+                m.threshold.labels(ns, name, priority, zone).set(getattr(window, zone))
+            m.shed.labels(ns, name, priority).set(1 if memory.shed[i] else 0)
+        m.signal_available.labels(ns, name).set(1 if reading.ok else 0)
+        m.fallback.labels(ns, name).set(1 if outcome.fallback_engaged else 0)
+        m.epoch.labels(ns, name).set(state.epoch)
+        m.stale_after.labels(ns, name).set(spec.fallback.stale_after_seconds)
+        if memory.last_good_at is not None:
+            m.last_good.labels(ns, name).set(memory.last_good_at)
+        elif state.first_seen is None:
+            state.first_seen = self.wallclock().timestamp()
+            m.last_good.labels(ns, name).set(state.first_seen)
+        m.set_conditions(ns, name, state.conditions.as_list())
 
 
 def _fmt(value: float | None) -> str:
