@@ -114,5 +114,5 @@ def test_chart_renders_the_same_rules_as_a_prometheusrule() -> None:
 
 
 def test_values_schema_rejects_unknown_prometheusrule_keys() -> None:
-    with pytest.raises(Exception, match="(?i)additional|schema"):
+    with pytest.raises(Exception, match=r"(?i)additional|schema"):
         helm.render({"prometheusRule": {"enabled": True, "bogus": 1}})

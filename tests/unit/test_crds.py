@@ -150,6 +150,7 @@ def _schema_at(schema: Schema, json_path: str) -> Schema | None:
                 ("Zone", ".status.priorities.medium.zone"),
                 ("Backlog", ".status.backlog"),
                 ("Enforcement", ".spec.enforcement"),
+                ("Compliance", ".status.compliance.summary"),
                 ("Age", ".metadata.creationTimestamp"),
             ],
         ),

@@ -121,7 +121,7 @@ def test_chart_renders_them_as_sidecar_configmaps() -> None:
 
 
 def test_values_schema_covers_dashboards() -> None:
-    with pytest.raises(Exception, match="(?i)additional|schema"):
+    with pytest.raises(Exception, match=r"(?i)additional|schema"):
         helm.render({"dashboards": {"enabled": True, "bogus": True}})
-    with pytest.raises(Exception, match="(?i)labelValue|string|schema"):
+    with pytest.raises(Exception, match=r"(?i)labelValue|string|schema"):
         helm.render({"dashboards": {"enabled": True, "labelValue": 1}})

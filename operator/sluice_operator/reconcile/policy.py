@@ -23,6 +23,7 @@ from sluice_operator.publish.configmap import POLICY_LABEL, Owner
 from sluice_operator.publish.events import Event, EventSink
 from sluice_operator.publish.names import policy_configmap
 from sluice_operator.publish.outcome import PublishOutcome
+from sluice_operator.reconcile.compliance import check_compliance
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
 from sluice_operator.reconcile.signals import Signals
@@ -54,6 +55,8 @@ class PolicyState:
     backoff_until: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     first_seen: float | None = None  # wall clock of the first evaluation (signal never readable yet)
+    compliance: dict[str, Any] | None = None  # status.compliance (spec.compliance)
+    compliance_due: float = 0.0  # monotonic
 
     @classmethod
     def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
@@ -154,6 +157,8 @@ class PolicyCycle(Cycle):
         else:
             state.memory = outcome.memory
 
+        conditions_changed |= await self._compliance(state, spec, generation)
+
         status_written = False
         if (published is not None and published.ok) or conditions_changed:
             if self.leading():
@@ -168,6 +173,24 @@ class PolicyCycle(Cycle):
         self._observe(state, decision, backlog, reading, kind, self.clock() - started)
         self._observe_more(state, spec, outcome, reading)
         return CycleResult(published, status_written, decision, reading)
+
+    async def _compliance(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> bool:
+        """Check producer compliance when due (spec.compliance); True when status must be written."""
+        if spec.compliance is None:
+            state.compliance = None
+            return state.conditions.remove("Compliant")
+        if state.epoch < 1 or self.clock() < state.compliance_due or not self.leading():
+            return False
+        state.compliance_due = self.clock() + spec.compliance.interval_seconds
+        result = await check_compliance(self.signals, state.namespace, state.name, spec, state.epoch,
+                                        rfc3339(self.wallclock()))
+        changed = state.conditions.set("Compliant", *result.condition, generation)
+        if result.status is not None:
+            def same(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+                return None if doc is None else {k: v for k, v in doc.items() if k != "checkedAt"}
+            changed |= same(result.status) != same(state.compliance)
+            state.compliance = result.status
+        return changed
 
     def _signal_conditions(self, state: PolicyState, reading: Reading, generation: int | None,
                            emits: list[Event]) -> bool:
@@ -231,6 +254,8 @@ class PolicyCycle(Cycle):
         })
         if state.published_at is not None:
             status["publishedAt"] = rfc3339(decision.generated_at)
+        if state.compliance is not None:
+            status["compliance"] = state.compliance
         return status
 
     def _observe(self, state: PolicyState, decision: Decision, backlog: float | None, reading: Reading,
@@ -270,6 +295,10 @@ class PolicyCycle(Cycle):
             state.first_seen = self.wallclock().timestamp()
             m.last_good.labels(ns, name).set(state.first_seen)
         m.set_conditions(ns, name, state.conditions.as_list())
+        if state.compliance is not None:
+            m.compliance_producers.labels(ns, name).set(state.compliance["producers"])
+            ratio = state.compliance["ratio"]
+            m.compliance_ratio.labels(ns, name).set(float("nan") if ratio is None else ratio)
 
 
 def _fmt(value: float | None) -> str:
