@@ -139,7 +139,7 @@ def policy_summary(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 def circuit_summary(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
     status = obj.get("status") or {}
-    transitions = status.get("transitions") or []
+    transitions = status.get("lastTransitions") or []
     last = transitions[-1] if transitions else {}
     return {
         "name": obj["metadata"]["name"],
