@@ -78,6 +78,7 @@ async def test_status_and_explain(cluster: ClusterHandle, prom: PrometheusServer
         medium = explained["priorities"]["medium"]
         assert medium["zone"] == "red" and medium["rawZone"] == "yellow" and medium["held"]
         high = explained["priorities"]["high"]
-        assert high["zone"] == "yellow" and "r = (backlog - green) / (yellow - green) = (1900 - 1000)" in high["formula"]
+        assert high["zone"] == "yellow"
+        assert "r = (backlog - green) / (yellow - green) = (1900 - 1000)" in high["formula"]
         assert explained["fallback"]["mode"] == "LastKnown"
         assert explained["fallback"]["conservative"] == {"high": 100, "medium": 500, "low": 1000}
