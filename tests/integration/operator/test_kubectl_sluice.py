@@ -36,7 +36,7 @@ async def test_status_and_explain(cluster: ClusterHandle, prom: PrometheusServer
     await prom.async_wait_for_value(f'sum(test_lag{{policy="{name}"}})', 3000)
     async with running_operator(cluster, prom.url):
         api.create_object(POLICIES, policy(name, ns, spec={"smoothing": {"alpha": 1}}))
-        api.create_object(CIRCUITS, circuit(cb, namespaces=(ns,)))
+        api.create_object(CIRCUITS, circuit(cb, namespaces=(ns,), spec={"recoveryTimeoutSeconds": 600}))
         await api.wait_for_object(POLICIES, name, ns, timeout_s=20, predicate=lambda o: (
             ((o.get("status") or {}).get("priorities") or {}).get("medium", {}).get("zone") == "red"))
         await api.wait_for_object(CIRCUITS, cb, timeout_s=20,
