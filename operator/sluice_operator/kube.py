@@ -11,7 +11,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,8 @@ class KubeClient:
         self.writes_sent = 0
         self._token = connection.token
         self._token_read_at: float | None = None
+        #: Called with (method, status code) after every answer (the operator's request metrics).
+        self.on_response: Callable[[str, int], None] | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.connection.server.startswith("https"):
@@ -196,6 +198,8 @@ class KubeClient:
             async with session.request(
                 method, self.connection.server + path, data=data, params=params, headers=headers
             ) as response:
+                if self.on_response is not None:
+                    self.on_response(method, response.status)
                 text = await response.text()
                 payload: JSON = {}
                 if text:

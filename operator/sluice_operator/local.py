@@ -127,6 +127,7 @@ class LocalOperator:
         reconciler = self.reconcilers[entry.kind]
         interval = await reconciler.evaluate(entry)
         self.cycles += 1
+        self.metrics.last_cycle.set_to_current_time()
         return reconciler.default_interval if interval is None else interval
 
     def _bodies(self) -> dict[str, tuple[Kind, str | None, str, dict[str, Any]]]:
@@ -232,6 +233,7 @@ class LocalOperator:
         if once:
             await self.run_once()
             return 1 if self._problems else 0
+        self.metrics.leader.set(1)  # the only replica: it always acts
         scheduler_stop = asyncio.Event()
         scheduler = asyncio.ensure_future(self.scheduler.run(scheduler_stop))
         try:

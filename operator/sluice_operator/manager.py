@@ -48,6 +48,8 @@ class Manager:
         self.connection = connection
         self.client = KubeClient(connection)
         self.metrics = metrics or OperatorMetrics()
+        requests = self.metrics.api_requests
+        self.client.on_response = lambda method, code: requests.labels(method, str(code)).inc()
         self.health = Health(max_age=settings.liveness_max_age_seconds)
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
         self.elector = LeaderElector(

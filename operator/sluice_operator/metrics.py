@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sluice.decision import PRIORITIES
@@ -42,7 +44,8 @@ class OperatorMetrics:
             ["circuit"], registry=r,
         )
         self.circuit_transitions = Counter(
-            "sluice_circuit_transitions_total", "Circuit state transitions.", ["circuit", "from", "to"], registry=r
+            "sluice_circuit_transitions_total", "Circuit state transitions, by cause.",
+            ["circuit", "from", "to", "cause"], registry=r,
         )
         self.configmap_writes = Counter(
             "sluice_configmap_writes_total", "ConfigMap writes by outcome.", ["outcome"], registry=r
@@ -52,14 +55,96 @@ class OperatorMetrics:
             "sluice_last_cycle_timestamp_seconds", "When the last evaluation cycle completed.", registry=r
         )
 
+        # What the dashboards and alerts need beyond the above (docs/runbooks.md).
+        pol = ["namespace", "policy"]
+        self.smoothed_backlog = Gauge(
+            "sluice_policy_smoothed_backlog", "Backlog after smoothing (what zones are decided on).", pol, registry=r
+        )
+        self.threshold = Gauge(
+            "sluice_policy_threshold", "Configured backlog threshold per priority and zone boundary.",
+            [*pol, "priority", "zone"], registry=r,
+        )
+        self.shed = Gauge("sluice_policy_shed", "1 while a priority is shed.", [*pol, "priority"], registry=r)
+        self.signal_available = Gauge(
+            "sluice_policy_signal_available", "1 while the policy's signal is readable.", pol, registry=r
+        )
+        self.fallback = Gauge("sluice_policy_fallback", "1 while the fallback decides.", pol, registry=r)
+        self.epoch = Gauge("sluice_policy_epoch", "Epoch of the published decision.", pol, registry=r)
+        self.last_good = Gauge(
+            "sluice_policy_signal_last_good_timestamp_seconds",
+            "When the signal was last readable (first evaluation when it never was).", pol, registry=r,
+        )
+        self.stale_after = Gauge(
+            "sluice_policy_stale_after_seconds", "The policy's fallback.staleAfterSeconds.", pol, registry=r
+        )
+        self.condition = Gauge(
+            "sluice_policy_condition", "1 for each current condition of a policy, with its status and reason.",
+            [*pol, "type", "status", "reason"], registry=r,
+        )
+        self.compliance_producers = Gauge(
+            "sluice_policy_compliance_producers", "Producers reporting on the policy (status.compliance).",
+            pol, registry=r,
+        )
+        self.compliance_ratio = Gauge(
+            "sluice_policy_compliance_ratio", "Share of producers applying the current epoch.", pol, registry=r
+        )
+        self.circuit_failures = Gauge(
+            "sluice_circuit_failures", "Failing evaluations inside the trip window.", ["circuit"], registry=r
+        )
+        self.circuit_failure_threshold = Gauge(
+            "sluice_circuit_failure_threshold", "The circuit's failureThreshold.", ["circuit"], registry=r
+        )
+        self.api_requests = Counter(
+            "sluice_api_requests_total", "Kubernetes API requests by method and status code.",
+            ["method", "code"], registry=r,
+        )
+        self._conditions: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+
+    def set_conditions(self, namespace: str, policy: str, conditions: list[dict[str, Any]]) -> None:
+        """Export the policy's current conditions, dropping label sets that no longer hold."""
+        now = {(str(c.get("type")), str(c.get("status")), str(c.get("reason") or "")) for c in conditions}
+        before = self._conditions.get((namespace, policy), set())
+        for gone in before - now:
+            try:
+                self.condition.remove(namespace, policy, *gone)
+            except KeyError:
+                pass
+        for labels in now:
+            self.condition.labels(namespace, policy, *labels).set(1)
+        self._conditions[(namespace, policy)] = now
+
     def forget_policy(self, namespace: str, policy: str) -> None:
         for priority in PRIORITIES:
-            for gauge in (self.zone, self.delay_ms):
+            for gauge in (self.zone, self.delay_ms, self.shed):
                 try:
                     gauge.remove(namespace, policy, priority)
                 except KeyError:
                     pass
-        try:
-            self.backlog.remove(namespace, policy)
-        except KeyError:
-            pass
+            for zone in ("green", "yellow", "red"):
+                try:
+                    self.threshold.remove(namespace, policy, priority, zone)
+                except KeyError:
+                    pass
+        for gauge in (self.backlog, self.smoothed_backlog, self.signal_available, self.fallback, self.epoch,
+                      self.last_good, self.stale_after, self.compliance_producers, self.compliance_ratio):
+            try:
+                gauge.remove(namespace, policy)
+            except KeyError:
+                pass
+        self.set_conditions(namespace, policy, [])
+        self._conditions.pop((namespace, policy), None)
+
+
+def transition_cause(reason: str) -> str:
+    """A bounded label for a circuit transition's free-text reason."""
+    if "override" in reason or "Force" in reason:
+        return "override"
+    if "failures within" in reason:
+        return "failures"
+    if "recovery timeout" in reason:
+        return "recovery_timeout"
+    if "healthy probe" in reason:
+        return "healthy_probes"
+    if "failed" in reason or "fail" in reason:
+        return "probe_failed"
+    return "other"

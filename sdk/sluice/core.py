@@ -297,6 +297,7 @@ class ProducerCore:
         planset = self._planset
         view = self._source.view()
         state = planset.circuit_state if planset is not None else "closed"
+        policy = self._policy_labels(view)
         return GaugeState(
             decision_age=view.decision.age(_monotonic()) if view.decision is not None else None,
             circuit_state=CIRCUIT_GAUGE[state],
@@ -305,7 +306,21 @@ class ProducerCore:
             decision_errors=view.errors,
             recreated=self._recreated,
             broker_throttle_seconds=self._throttle_total,
+            policy_namespace=policy[0],
+            policy_name=policy[1],
         )
+
+    def _policy_labels(self, view: Any = None) -> tuple[str, str]:
+        """(namespace, name) of the policy whose decision applies: the document's, else ``policy=``."""
+        tracked = (view if view is not None else self._source.view()).decision
+        doc = tracked.doc if tracked is not None else None
+        if doc is not None:
+            return doc.policy.namespace, doc.policy.name
+        configured = getattr(self, "policy", None)
+        if configured:
+            namespace, _, name = str(configured).partition("/")
+            return namespace, name
+        return "", ""
 
 
 class _Link:

@@ -25,6 +25,10 @@ anyway.
 ``sluice_producer_broker_throttle_seconds_total``  seconds the producer held messages back because a
                                                    broker reported a quota throttle (KIP-219)
 =================================================  =========================================================
+
+Every family also carries ``policy_namespace`` and ``policy``: the BackpressurePolicy whose decision
+the producer applies (from the document in force; before one arrives, the ``policy=`` the producer was
+given, else empty). The operator's compliance check and the Producers dashboard match on them.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from prometheus_client.metrics_core import Metric
 
 from sluice.decision import PRIORITIES
 
-__all__ = ["OBSERVE_ACTIONS", "OUTCOMES", "PRIORITY_NAMES", "Counts", "GaugeState", "ProducerMetrics"]
+__all__ = ["OBSERVE_ACTIONS", "OUTCOMES", "POLICY_LABELS", "PRIORITY_NAMES", "Counts", "GaugeState", "ProducerMetrics"]
 
 PRIORITY_NAMES: Final = PRIORITIES  # the wire contract's names
 OUTCOMES: Final = (
@@ -54,6 +58,7 @@ OUTCOMES: Final = (
     "in_doubt",
 )
 OBSERVE_ACTIONS: Final = ("delay", "shed", "reject_open")
+POLICY_LABELS: Final = ("policy_namespace", "policy")
 DELAY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
 
 
@@ -110,6 +115,8 @@ class GaugeState:
     decision_errors: int
     recreated: int
     broker_throttle_seconds: float = 0.0
+    policy_namespace: str = ""
+    policy_name: str = ""
 
 
 class _Collector:
@@ -124,47 +131,67 @@ class _Collector:
         return self._families(self._state())
 
     def _families(self, state: GaugeState | None) -> list[Metric]:
+        pol = list(POLICY_LABELS)
         messages = CounterMetricFamily(
-            "sluice_producer_messages", "Messages by priority and outcome.", labels=["priority", "outcome"]
+            "sluice_producer_messages", "Messages by priority and outcome.", labels=[*pol, "priority", "outcome"]
         )
         observed = CounterMetricFamily(
             "sluice_producer_observed",
             "Observe mode: actions a decision would have applied.",
-            labels=["priority", "action"],
+            labels=[*pol, "priority", "action"],
         )
-        age = GaugeMetricFamily("sluice_producer_decision_age_seconds", "Seconds since the decision arrived.")
-        circuit = GaugeMetricFamily("sluice_producer_circuit_state", "0 closed, 1 half-open, 2 open.")
-        epoch = GaugeMetricFamily("sluice_producer_applied_epoch", "Epoch of the decision in force (-1: none).")
-        in_flight = GaugeMetricFamily("sluice_producer_in_flight", "Messages accepted and not yet resolved.")
-        errors = CounterMetricFamily("sluice_producer_decision_errors", "Invalid or unreadable documents skipped.")
-        recreated = CounterMetricFamily("sluice_producer_recreated", "Producers recreated after fatal errors.")
+        age = GaugeMetricFamily(
+            "sluice_producer_decision_age_seconds", "Seconds since the decision arrived.", labels=pol
+        )
+        circuit = GaugeMetricFamily("sluice_producer_circuit_state", "0 closed, 1 half-open, 2 open.", labels=pol)
+        epoch = GaugeMetricFamily(
+            "sluice_producer_applied_epoch", "Epoch of the decision in force (-1: none).", labels=pol
+        )
+        in_flight = GaugeMetricFamily(
+            "sluice_producer_in_flight", "Messages accepted and not yet resolved.", labels=pol
+        )
+        errors = CounterMetricFamily(
+            "sluice_producer_decision_errors", "Invalid or unreadable documents skipped.", labels=pol
+        )
+        recreated = CounterMetricFamily(
+            "sluice_producer_recreated", "Producers recreated after fatal errors.", labels=pol
+        )
         throttle = CounterMetricFamily(
-            "sluice_producer_broker_throttle_seconds", "Seconds messages were held back for broker throttles."
+            "sluice_producer_broker_throttle_seconds", "Seconds messages were held back for broker throttles.",
+            labels=pol,
         )
         families: list[Metric] = [messages, observed, age, circuit, epoch, in_flight, errors, recreated, throttle]
         if state is None:
             return families
+        who = [state.policy_namespace, state.policy_name]
         for outcome in OUTCOMES:
             for priority, value in zip(PRIORITY_NAMES, self._counts.outcome(outcome), strict=True):
-                messages.add_metric([priority, outcome], value)
+                messages.add_metric([*who, priority, outcome], value)
         for action, values in self._counts.observed.items():
             for priority, value in zip(PRIORITY_NAMES, values, strict=True):
-                observed.add_metric([priority, action], value)
-        age.add_metric([], float("nan") if state.decision_age is None else state.decision_age)
-        circuit.add_metric([], state.circuit_state)
-        epoch.add_metric([], state.applied_epoch)
-        in_flight.add_metric([], state.in_flight)
-        errors.add_metric([], state.decision_errors)
-        recreated.add_metric([], state.recreated)
-        throttle.add_metric([], state.broker_throttle_seconds)
+                observed.add_metric([*who, priority, action], value)
+        age.add_metric(who, float("nan") if state.decision_age is None else state.decision_age)
+        circuit.add_metric(who, state.circuit_state)
+        epoch.add_metric(who, state.applied_epoch)
+        in_flight.add_metric(who, state.in_flight)
+        errors.add_metric(who, state.decision_errors)
+        recreated.add_metric(who, state.recreated)
+        throttle.add_metric(who, state.broker_throttle_seconds)
         return families
 
 
 class ProducerMetrics:
     """Registers the producer's metrics on ``registry`` (nothing is registered when it is None)."""
 
-    def __init__(self, counts: Counts, state: Callable[[], GaugeState], registry: CollectorRegistry | None) -> None:
+    def __init__(
+        self,
+        counts: Counts,
+        state: Callable[[], GaugeState],
+        registry: CollectorRegistry | None,
+        policy: Callable[[], tuple[str, str]] = lambda: ("", ""),
+    ) -> None:
         self.registry = registry
+        self._policy = policy
         self._delay: Histogram | None = None
         if registry is None:
             return
@@ -172,7 +199,7 @@ class ProducerMetrics:
         self._delay = Histogram(
             "sluice_producer_delay_seconds",
             "Delays applied before producing.",
-            ["priority"],
+            [*POLICY_LABELS, "priority"],
             registry=registry,
             buckets=DELAY_BUCKETS,
         )
@@ -180,4 +207,5 @@ class ProducerMetrics:
     def observe_delay(self, priority: str, seconds: float) -> None:
         """Record an applied delay."""
         if self._delay is not None:
-            self._delay.labels(priority).observe(seconds)
+            namespace, name = self._policy()
+            self._delay.labels(namespace, name, priority).observe(seconds)

@@ -138,7 +138,7 @@ class ThrottledProducer(ProducerCore):
             functools.partial(self._router.on_report, i, self._default_cb, 1, None) for i in range(len(PRIORITIES))
         )
         self.unflushed = 0
-        self.metrics = ProducerMetrics(self.counts, self._gauges, metrics_registry)
+        self.metrics = ProducerMetrics(self.counts, self._gauges, metrics_registry, self._policy_labels)
         self._refresh()
 
     # ================================================================== produce

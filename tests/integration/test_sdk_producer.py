@@ -212,14 +212,15 @@ def test_metrics_on_the_users_registry(make: Any, topic: str) -> None:
         producer.produce(topic, b"3", priority="low")
     assert producer.flush(10) == 0
     text = generate_latest(registry).decode()
-    assert 'sluice_producer_messages_total{outcome="sent",priority="high"} 1.0' in text
-    assert 'sluice_producer_messages_total{outcome="delayed",priority="medium"} 1.0' in text
-    assert 'sluice_producer_messages_total{outcome="shed",priority="low"} 1.0' in text
-    assert 'sluice_producer_delay_seconds_count{priority="medium"} 1.0' in text
-    assert "sluice_producer_applied_epoch 42.0" in text
-    assert "sluice_producer_circuit_state 0.0" in text
-    assert "sluice_producer_in_flight 0.0" in text
-    age = float(re.search(r"^sluice_producer_decision_age_seconds (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    pol = 'policy="orders",policy_namespace="default"'  # every family names the policy whose decision applies
+    assert f'sluice_producer_messages_total{{outcome="sent",{pol},priority="high"}} 1.0' in text
+    assert f'sluice_producer_messages_total{{outcome="delayed",{pol},priority="medium"}} 1.0' in text
+    assert f'sluice_producer_messages_total{{outcome="shed",{pol},priority="low"}} 1.0' in text
+    assert f'sluice_producer_delay_seconds_count{{{pol},priority="medium"}} 1.0' in text
+    assert f"sluice_producer_applied_epoch{{{pol}}} 42.0" in text
+    assert f"sluice_producer_circuit_state{{{pol}}} 0.0" in text
+    assert f"sluice_producer_in_flight{{{pol}}} 0.0" in text
+    age = float(re.search(r"^sluice_producer_decision_age_seconds\{[^}]*\} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert 0 <= age < 60
 
 

@@ -113,7 +113,9 @@ def test_a_delay_is_not_cut_short_by_republished_decisions(kafka: InProcessKafka
         thread.join()
     assert 0.99 <= waited < 5.0, waited
     assert producer.counts.delayed == [0, 1, 0]
-    assert 'sluice_producer_delay_seconds_count{priority="medium"} 1.0' in generate_latest(registry).decode()
+    text = generate_latest(registry).decode()
+    labels = 'policy="orders",policy_namespace="default",priority="medium"'
+    assert f"sluice_producer_delay_seconds_count{{{labels}}} 1.0" in text
     producer.close(5)
 
 
@@ -360,7 +362,7 @@ def test_a_broker_throttle_holds_messages_back(
     assert producer.flush(10) == 0 and producer.outcomes().delivered == 2
     text = generate_latest(registry).decode()
     [total] = [float(line.split()[1]) for line in text.splitlines()
-               if line.startswith("sluice_producer_broker_throttle_seconds_total ")]
+               if line.startswith("sluice_producer_broker_throttle_seconds_total{")]
     assert total == pytest.approx(throttle_s, abs=0.05)
     assert not producer.health()["broker_throttle"]["active"]
     producer.close(5)

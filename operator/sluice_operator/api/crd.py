@@ -213,6 +213,12 @@ def policy_crd() -> dict[str, Any]:
                 "description": "Enforce, or Observe (publish only)",
                 "jsonPath": ".spec.enforcement",
             },
+            {
+                "name": "Compliance",
+                "type": "string",
+                "description": "Producers on the current epoch / producers reporting (spec.compliance)",
+                "jsonPath": ".status.compliance.summary",
+            },
             _AGE,
         ],
     )

@@ -239,6 +239,15 @@ class Output(SpecModel):
     ttl_seconds: float = Field(default=180, ge=30, le=86400)
 
 
+class Compliance(SpecModel):
+    """Check that producers apply the current decision, from their metrics in Prometheus."""
+
+    #: PromQL with one series per producer whose value is the epoch it applies. Default: the SDK's
+    #: sluice_producer_applied_epoch of this policy. A raw query follows SLUICE_RAW_QUERY_NAMESPACES.
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    interval_seconds: float = Field(default=30, ge=1, le=3600)
+
+
 class BackpressurePolicySpec(SpecModel):
     """The desired throttling behaviour of one consumer group's producers."""
 
@@ -255,6 +264,7 @@ class BackpressurePolicySpec(SpecModel):
     override: PolicyOverride = PolicyOverride()
     output: Output = Output()
     circuit_breaker_ref: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    compliance: Compliance | None = None
 
 
 class PriorityStatus(StatusModel):
@@ -273,6 +283,18 @@ class PolicyPriorities(StatusModel):
     low: PriorityStatus = PriorityStatus()
 
 
+class ComplianceStatus(StatusModel):
+    """How many producers report on the policy, and how many apply its current epoch."""
+
+    producers: int = 0
+    on_current_epoch: int = 0
+    ratio: float | None = None
+    oldest_epoch: int | None = None
+    epoch: int = 0
+    summary: str | None = None
+    checked_at: str | None = None
+
+
 class BackpressurePolicyStatus(StatusModel):
     """What the operator last decided; also the engine's memory across restarts."""
 
@@ -288,6 +310,7 @@ class BackpressurePolicyStatus(StatusModel):
     published_at: str | None = None
     config_map_name: str | None = None
     enforcement: Literal["Enforce", "Observe"] | None = None
+    compliance: ComplianceStatus | None = None
 
 
 class BackpressurePolicy(SpecModel):

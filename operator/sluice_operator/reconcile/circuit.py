@@ -23,7 +23,7 @@ from sluice_operator.api.circuit import CircuitBreakerSpec, LabelSelector
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.engine.document import REFRESH_FRACTION
 from sluice_operator.kube import ApiError
-from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics
+from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics, transition_cause
 from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner, owner_name
 from sluice_operator.publish.events import Event
 from sluice_operator.publish.names import circuit_configmap
@@ -131,7 +131,9 @@ class CircuitCycle(Cycle):
             old, new, reason = transition.from_state, transition.to_state, transition.reason
             log.warning("circuit %s -> %s: %s", old, new, reason,
                         extra={"kind": "CircuitBreaker", "namespace": "", "object": runtime.name})
-            self.metrics.circuit_transitions.labels(circuit=runtime.name, **{"from": old, "to": new}).inc()
+            self.metrics.circuit_transitions.labels(
+                circuit=runtime.name, cause=transition_cause(reason), **{"from": old, "to": new}
+            ).inc()
             emits.append(Event("CircuitBreaker", None, runtime.name, runtime.uid,
                                "Warning" if new in ("open", "forced-open") else "Normal",
                                "CircuitOpened" if new in ("open", "forced-open") else
@@ -143,6 +145,8 @@ class CircuitCycle(Cycle):
 
         document = engine.circuit_document(spec, step.memory, runtime.name, now, spec.ttl_seconds)
         self.metrics.circuit_state.labels(circuit=runtime.name).set(CIRCUIT_VALUE.get(document.state, 0))
+        self.metrics.circuit_failures.labels(circuit=runtime.name).set(len(step.memory.failures))
+        self.metrics.circuit_failure_threshold.labels(circuit=runtime.name).set(spec.failure_threshold)
 
         if self.leading():
             changed |= await self._publish(runtime, spec, document, generation)

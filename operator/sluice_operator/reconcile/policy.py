@@ -26,6 +26,7 @@ from sluice_operator.publish.configmap import POLICY_LABEL, Owner
 from sluice_operator.publish.events import Event
 from sluice_operator.publish.names import policy_configmap
 from sluice_operator.publish.outcome import PublishOutcome
+from sluice_operator.reconcile.compliance import check_compliance
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
 from sluice_operator.reconcile.ports import EventSink, Sink
@@ -58,6 +59,9 @@ class PolicyState:
     backoff_until: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     status_dirty: bool = False  # the last status write failed: write again next cycle
+    first_seen: float | None = None  # wall clock of the first evaluation (signal never readable yet)
+    compliance: dict[str, Any] | None = None  # status.compliance (spec.compliance)
+    compliance_due: float = 0.0  # monotonic
 
     @classmethod
     def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
@@ -158,6 +162,8 @@ class PolicyCycle(Cycle):
         else:
             state.memory = outcome.memory
 
+        conditions_changed |= await self._compliance(state, spec, generation)
+
         status_written = False
         if (published is not None and published.ok) or conditions_changed or state.status_dirty:
             if self.leading():
@@ -176,7 +182,26 @@ class PolicyCycle(Cycle):
             await self.events.emit(event)
 
         self._observe(state, decision, backlog, reading, kind, self.clock() - started)
+        self._observe_more(state, spec, outcome, reading)
         return CycleResult(published, status_written, decision, reading)
+
+    async def _compliance(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> bool:
+        """Check producer compliance when due (spec.compliance); True when status must be written."""
+        if spec.compliance is None:
+            state.compliance = None
+            return state.conditions.remove("Compliant")
+        if state.epoch < 1 or self.clock() < state.compliance_due or not self.leading():
+            return False
+        state.compliance_due = self.clock() + spec.compliance.interval_seconds
+        result = await check_compliance(self.signals, state.namespace, state.name, spec, state.epoch,
+                                        rfc3339(self.wallclock()))
+        changed = state.conditions.set("Compliant", *result.condition, generation)
+        if result.status is not None:
+            def same(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+                return None if doc is None else {k: v for k, v in doc.items() if k != "checkedAt"}
+            changed |= same(result.status) != same(state.compliance)
+            state.compliance = result.status
+        return changed
 
     def _signal_conditions(self, state: PolicyState, reading: Reading, generation: int | None,
                            emits: list[Event]) -> bool:
@@ -240,6 +265,8 @@ class PolicyCycle(Cycle):
         })
         if state.published_at is not None:
             status["publishedAt"] = rfc3339(decision.generated_at)
+        if state.compliance is not None:
+            status["compliance"] = state.compliance
         return status
 
     def _observe(self, state: PolicyState, decision: Decision, backlog: float | None, reading: Reading,
@@ -255,6 +282,34 @@ class PolicyCycle(Cycle):
             entry = decision.priorities.get(priority)
             m.zone.labels(state.namespace, state.name, priority).set(ZONE_VALUE[entry.zone])
             m.delay_ms.labels(state.namespace, state.name, priority).set(entry.delay_ms)
+
+
+    def _observe_more(self, state: PolicyState, spec: BackpressurePolicySpec, outcome: engine.Outcome,
+                      reading: Reading) -> None:
+        """The gauges the dashboards and alerts read (docs/runbooks.md)."""
+        m, ns, name = self.metrics, state.namespace, state.name
+        memory = outcome.memory
+        if memory.smoothed_backlog is not None:
+            m.smoothed_backlog.labels(ns, name).set(memory.smoothed_backlog)
+        for i, priority in enumerate(("high", "medium", "low")):
+            window = getattr(spec.thresholds, priority)
+            for zone in ("green", "yellow", "red"):
+                m.threshold.labels(ns, name, priority, zone).set(getattr(window, zone))
+            m.shed.labels(ns, name, priority).set(1 if memory.shed[i] else 0)
+        m.signal_available.labels(ns, name).set(1 if reading.ok else 0)
+        m.fallback.labels(ns, name).set(1 if outcome.fallback_engaged else 0)
+        m.epoch.labels(ns, name).set(state.epoch)
+        m.stale_after.labels(ns, name).set(spec.fallback.stale_after_seconds)
+        if memory.last_good_at is not None:
+            m.last_good.labels(ns, name).set(memory.last_good_at)
+        elif state.first_seen is None:
+            state.first_seen = self.wallclock().timestamp()
+            m.last_good.labels(ns, name).set(state.first_seen)
+        m.set_conditions(ns, name, state.conditions.as_list())
+        if state.compliance is not None:
+            m.compliance_producers.labels(ns, name).set(state.compliance["producers"])
+            ratio = state.compliance["ratio"]
+            m.compliance_ratio.labels(ns, name).set(float("nan") if ratio is None else ratio)
 
 
 def _fmt(value: float | None) -> str:
