@@ -135,8 +135,8 @@ class OutOfClusterOperator:
         deploy = self.shell.json(f"kubectl -n {self.namespace} get deployment {self.deployment} -o json")
         env: dict[str, str] = {}
         for var in deploy["spec"]["template"]["spec"]["containers"][0]["env"]:
-            if "value" in var:
-                env[var["name"]] = var["value"]
+            if "valueFrom" not in var:
+                env[var["name"]] = var.get("value", "")  # the server drops `value: ""`
             elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
                 env[var["name"]] = self.namespace
             elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
