@@ -63,7 +63,7 @@ class OperatorRuntime:
     ) -> None:
         self.settings = settings
         self.connection = connection
-        self.client = KubeClient(connection)
+        self.client = KubeClient(connection, qps=settings.api_qps, burst=settings.api_burst)
         self.metrics = metrics or OperatorMetrics()
         self.health = Health(max_age=settings.liveness_max_age_seconds)
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
