@@ -93,14 +93,14 @@ def installed(fresh_plane: ControlPlane, prom: PrometheusServer,
                                "-o jsonpath='{.spec.holderIdentity}'", check=False).stdout.strip(),
              timeout=90, what=f"a Lease holder; operator log:\n{operator.log_tail()}")
 
-    outputs = shell.run_block(readme_commands(INSTALL), replace={
-        "http://prometheus-operated.monitoring.svc:9090": prom.url,
-    }, after={"helm install": pods_start})
-    installation = Installation(shell, holder["op"], prom, dict(outputs), tmp)
     try:
-        yield installation
+        outputs = shell.run_block(readme_commands(INSTALL), replace={
+            "http://prometheus-operated.monitoring.svc:9090": prom.url,
+        }, after={"helm install": pods_start})
+        yield Installation(shell, holder["op"], prom, dict(outputs), tmp)
     finally:
-        installation.operator.stop()
+        if "op" in holder:
+            holder["op"].stop()
 
 
 def _output(installation: Installation, prefix: str) -> str:
