@@ -381,6 +381,14 @@ def markdown(doc: dict[str, Any]) -> str:
                  "write limit; 10,000 with the limit the README's rule asks for (above policies x 6 / ttl). "
                  "First-cycle writes: each policy's ConfigMap and status, plus a ZoneChanged Event per priority "
                  "that starts outside green.")
+    for p in doc["points"]:
+        if p["steady_writes_per_cycle"]:
+            cycles = ", ".join(f"{c['api_writes']} writes / {c['cpu_seconds']:.1f} s CPU" for c in p["steady_cycles"])
+            lines.append(f"\nAt {p['policies']} policies the steady cycles were: {cycles}. Writes in a steady cycle "
+                         "come from signal changes: the exporter Prometheus scrapes runs in this process and "
+                         "under the GIL with the cycles, and at this size its scrapes timed out (1 s), so "
+                         "policies saw their signal lost and restored (SignalLost / SignalRestored, status "
+                         "writes) until the signal held; the cycle with a steady signal wrote nothing.")
     lat = doc.get("latency")
     if lat:
         lines += ["", "End-to-end latency (whole operator in-process, SDK ConfigMapDecisions as the producer):", "",
