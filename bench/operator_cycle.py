@@ -385,9 +385,11 @@ def markdown(doc: dict[str, Any]) -> str:
         if p["steady_writes_per_cycle"]:
             cycles = ", ".join(f"{c['api_writes']} writes / {c['cpu_seconds']:.1f} s CPU" for c in p["steady_cycles"])
             lines.append(f"\nAt {p['policies']} policies the steady cycles were: {cycles}. Writes in a steady cycle "
-                         "come from signal changes: the exporter Prometheus scrapes runs in this process and "
-                         "under the GIL with the cycles, and at this size its scrapes timed out (1 s), so "
-                         "policies saw their signal lost and restored (SignalLost / SignalRestored, status "
+                         "most likely come from signal changes (not isolated further): the exporter Prometheus "
+                         "scrapes runs in this process and "
+                         "under the GIL with the cycles, and at this size its scrapes timed out (1 s; the exporter "
+                         "logged broken pipes), so "
+                         "policies would see their signal lost and restored (SignalLost / SignalRestored, status "
                          "writes) until the signal held; the cycle with a steady signal wrote nothing.")
     lat = doc.get("latency")
     if lat:
