@@ -23,6 +23,8 @@ MERGE_PATCH = "application/merge-patch+json"
 #: A token file is re-read at most this often (and at once on a 401): projected ServiceAccount tokens
 #: are rotated by the kubelet long before they expire; client-go re-reads on the same order.
 TOKEN_RECHECK_SECONDS = 10.0
+#: Leader election's writes bypass the write limit: a queue of ConfigMap writes must not cost the Lease.
+LEASES = "/apis/coordination.k8s.io/"
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 log = logging.getLogger(__name__)
@@ -114,12 +116,50 @@ def resource_path(
     return path
 
 
-class KubeClient:
-    """JSON in, JSON out; every call bounded by `timeout` seconds."""
+class WriteLimiter:
+    """A token bucket for our own writes: `qps` per second sustained, `burst` at once; qps 0 is no limit.
 
-    def __init__(self, connection: Connection, *, timeout: float = 10.0) -> None:
+    Reservation style: each write takes a token now and, when the bucket is in debt, waits until the
+    debt is paid, so concurrent writers are spaced 1/qps apart in arrival order without a lock.
+    """
+
+    def __init__(self, qps: float, burst: int, *, clock: Any = time.monotonic) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._clock = clock
+        self._tokens = float(self.burst)
+        self._updated = clock()
+        self.waits = 0
+        self.waited_seconds = 0.0
+
+    def reserve(self) -> float:
+        """Take one token; return how long the caller must wait before using it."""
+        if self.qps <= 0:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.qps)
+        self._updated = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+    async def acquire(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            self.waits += 1
+            self.waited_seconds += delay
+            await asyncio.sleep(delay)
+
+
+class KubeClient:
+    """JSON in, JSON out; every call bounded by `timeout` seconds; writes limited to `qps` / `burst`."""
+
+    def __init__(self, connection: Connection, *, timeout: float = 10.0, qps: float = 100.0,
+                 burst: int = 200) -> None:
         self.connection = connection
         self.timeout = timeout
+        self.limiter = WriteLimiter(qps, burst)
+        #: answers 429 Too Many Requests (API Priority and Fairness rejected the request)
+        self.too_many_requests = 0
         self._session: aiohttp.ClientSession | None = None
         self.requests_sent = 0
         self.writes_sent = 0
@@ -186,6 +226,8 @@ class KubeClient:
 
     async def _send(self, method: str, path: str, body: Mapping[str, Any] | None,
                     params: Mapping[str, str] | None, content_type: str, token: str | None) -> JSON:
+        if method != "GET" and not path.startswith(LEASES):
+            await self.limiter.acquire()  # Lease renewals never queue behind a burst of writes
         session = await self._get_session()
         self.requests_sent += 1
         if method != "GET":
@@ -207,6 +249,8 @@ class KubeClient:
                         payload = json.loads(text)
                     except ValueError:
                         payload = {"message": text[:500]}
+                if response.status == 429:
+                    self.too_many_requests += 1
                 if response.status >= 400:
                     raise ApiError(
                         response.status,

@@ -46,7 +46,7 @@ class Manager:
     ) -> None:
         self.settings = settings
         self.connection = connection
-        self.client = KubeClient(connection)
+        self.client = KubeClient(connection, qps=settings.api_qps, burst=settings.api_burst)
         self.metrics = metrics or OperatorMetrics()
         requests = self.metrics.api_requests
         self.client.on_response = lambda method, code: requests.labels(method, str(code)).inc()

@@ -56,6 +56,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLUICE_QUERY_CACHE_SECONDS", "1",
             "Policies with the same query inside this window share one Prometheus request."),
     Setting("SLUICE_MAX_CONCURRENT_QUERIES", "8", "Size of the thread pool for Prometheus and Kafka calls."),
+    Setting("SLUICE_API_QPS", "100",
+            "Sustained rate of the operator's own API writes (status, ConfigMaps, Events) per second; "
+            "0 turns the limit off. Lease renewals are never held back."),
+    Setting("SLUICE_API_BURST", "200", "Writes allowed at once above SLUICE_API_QPS before the limit applies."),
     Setting("SLUICE_LEADER_ELECTION", "true", "Elect one active replica through a coordination.k8s.io Lease."),
     Setting("SLUICE_LEASE_NAME", "sluice-operator-leader", "Name of the leader-election Lease."),
     Setting("SLUICE_LEASE_NAMESPACE", "",
@@ -115,6 +119,8 @@ class Settings:
     lag_query_template: str
     query_cache_seconds: float
     max_concurrent_queries: int
+    api_qps: float
+    api_burst: int
     leader_election: bool
     lease_name: str
     lease_namespace: str
@@ -197,6 +203,8 @@ class Settings:
                                         minimum=0, maximum=60),
             max_concurrent_queries=int(_number("SLUICE_MAX_CONCURRENT_QUERIES",
                                                get("SLUICE_MAX_CONCURRENT_QUERIES"), minimum=1, maximum=256)),
+            api_qps=_number("SLUICE_API_QPS", get("SLUICE_API_QPS"), minimum=0, maximum=100000),
+            api_burst=int(_number("SLUICE_API_BURST", get("SLUICE_API_BURST"), minimum=1, maximum=100000)),
             leader_election=_bool("SLUICE_LEADER_ELECTION", get("SLUICE_LEADER_ELECTION")),
             lease_name=get("SLUICE_LEASE_NAME"),
             lease_namespace=lease_ns,
