@@ -55,7 +55,7 @@ def test_the_readme_real_api_server_block_works_as_written(prom: PrometheusServe
 
     bpp = outputs["kubectl -n orders get bpp"].read_text()
     header, row = bpp.splitlines()[:2]
-    assert header.split() == ["NAME", "ZONE", "BACKLOG", "ENFORCEMENT", "AGE"], header
+    assert header.split() == ["NAME", "ZONE", "BACKLOG", "ENFORCEMENT", "COMPLIANCE", "AGE"], header
     assert "orders" in row and "3000" in row and "Enforce" in row and "red" in row, bpp
     cb = outputs["kubectl get cb"].read_text()
     assert "STATE" in cb and "SINCE" in cb and "forced-open" in cb, cb
