@@ -115,7 +115,7 @@ def test_the_install_section_works_as_written(installed: Installation) -> None:
     assert "lease.coordination.k8s.io/sluice-operator-leader" in pods_lease, pods_lease
     bpp = _output(installed, "kubectl -n orders get bpp")
     header, row = bpp.splitlines()[:2]
-    assert header.split() == ["NAME", "ZONE", "BACKLOG", "ENFORCEMENT", "AGE"], bpp
+    assert header.split() == ["NAME", "ZONE", "BACKLOG", "ENFORCEMENT", "COMPLIANCE", "AGE"], bpp
     assert row.split()[:4] == ["orders", "red", "3000", "Enforce"], bpp
     decision = json.loads(_output(installed, "kubectl -n orders get configmap sluice-orders"))
     assert decision["priorities"]["medium"]["zone"] == "red", decision
