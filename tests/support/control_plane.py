@@ -108,6 +108,7 @@ class ControlPlane:
     def start(cls, workdir: Path, *, progress: bool = False, detach: bool = False) -> ControlPlane:
         """Start etcd, kube-apiserver and kube-controller-manager; return once the API answers."""
         bin_dir = k8s_bin_dir()
+        workdir = workdir.resolve()  # kubeconfigs read a relative path from their own folder: use absolute ones
         if workdir.exists():
             shutil.rmtree(workdir)
         for sub in ("etcd", "certs", "logs", "sa"):
@@ -322,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: .cluster/)")
     args = parser.parse_args(argv)
+    args.dir = args.dir.resolve()
     if args.action == "up":
         _down(args.dir)
         return _up(args.dir)
