@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,15 +277,6 @@ class ControlPlane:
         tmp.replace(token_file)
         return token
 
-
-@contextlib.contextmanager
-def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane.start(workdir)
-    try:
-        plane.install_crds()
-        yield plane
-    finally:
-        plane.stop()
 
 
 def _up(directory: Path) -> int:

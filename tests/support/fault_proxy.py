@@ -14,7 +14,7 @@ import contextlib
 import json
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -293,12 +293,3 @@ class FaultProxy:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopped.set)
             self._thread.join(10)
-
-
-@contextlib.contextmanager
-def running_proxy(upstream: str, ca_file: str) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream, ca_file).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
