@@ -40,6 +40,7 @@ ADMIN_USER = "sluice-admin"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 READY_TIMEOUT = 60.0
 TOKEN_SECONDS = 48 * 3600
+STOP_GRACE = 10.0  # seconds a component gets to exit on SIGTERM before SIGKILL
 
 
 def free_port() -> int:
@@ -199,7 +200,7 @@ class ControlPlane:
             if process is not None and process.poll() is None:
                 process.terminate()
                 try:
-                    process.wait(10)
+                    process.wait(STOP_GRACE)
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(5)
@@ -295,14 +296,29 @@ def _up(directory: Path) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _down(directory: Path) -> int:
+    """Stop each component in turn: SIGTERM, then SIGKILL if it is still there after STOP_GRACE seconds."""
     stopped = []
     for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
         pid_file = directory / f"{name}.pid"
         if not pid_file.exists():
             continue
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
             stopped.append(name)
         pid_file.unlink()
     print(f">> stopped {', '.join(stopped) or 'nothing (no control plane was running)'}", file=sys.stderr)
