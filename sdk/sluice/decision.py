@@ -33,6 +33,8 @@ Zone = Literal["green", "yellow", "red"]
 CircuitStateName = Literal["closed", "open", "half-open", "forced-open", "forced-closed"]
 DecisionSource = Literal["prometheus", "kafka", "fallback", "override"]
 Enforcement = Literal["Enforce", "Observe"]
+#: What a paced producer does with a message over its admitted rate (DrainTime control).
+Excess = Literal["wait", "shed"]
 
 #: Conservative delays (ms) a producer applies when it holds no fresh document at all.
 BUILTIN_CONSERVATIVE_MS: dict[Priority, int] = {"high": 100, "medium": 500, "low": 1000}
@@ -51,13 +53,22 @@ class PolicyRef(_Doc):
 
 
 class PriorityDecision(_Doc):
-    """What producers of one priority do now; `would*` say what Observe mode would have done."""
+    """What producers of one priority do now; `would*` say what Observe mode would have done.
+
+    ``admitRatio`` (DrainTime control; absent means 1): each producer admits this fraction of its
+    own offered rate of this priority, through a local token bucket. ``excess`` says what happens
+    to a message that finds no token: ``wait`` (bounded by the producer's pacing deadline) or
+    ``shed``. Both are additive in v1alpha1: an SDK that does not know them ignores them.
+    """
 
     zone: Zone = "green"
     delay_ms: int = Field(default=0, ge=0)
     shed: bool = False
     would_delay_ms: int | None = Field(default=None, ge=0)
     would_shed: bool | None = None
+    admit_ratio: float | None = Field(default=None, ge=0, le=1)
+    excess: Excess | None = None
+    would_admit_ratio: float | None = Field(default=None, ge=0, le=1)
 
 
 class Priorities(_Doc):

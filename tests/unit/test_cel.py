@@ -49,6 +49,7 @@ PROM_PAIR = "consumerGroup and topics go together"
 POLLING = "timeoutSeconds must be < intervalSeconds"
 SIGNAL = SOURCE
 RATIO = "halfOpenProbeRatio must be in (0, 1]"
+FLOORS = "floors must add up to at most 1"
 WHERE = "set namespaceSelector and/or namespaces: where the circuit state is published"
 
 POLICY_SPEC: dict[str, Any] = {"source": {"prometheus": {"query": "sum(lag)"}}}
@@ -83,6 +84,8 @@ def _cases() -> list[Case]:
         ("delays-equal", POLICY, policy(delays={"yellow": {"minMs": 7, "maxMs": 7}}), set()),
         ("polling-fast", POLICY, policy(polling={"intervalSeconds": 10, "timeoutSeconds": 9.99}), set()),
         ("polling-interval-only", POLICY, policy(polling={"intervalSeconds": 60}), set()),
+        ("floors-sum-one", POLICY, policy(control={"floors": {"high": 0.1, "medium": 0.2, "low": 0.7}}), set()),
+        ("floors-low-only", POLICY, policy(control={"mode": "DrainTime", "floors": {"low": 0.25}}), set()),
         ("circuit-defaults", CIRCUIT, circuit(), set()),
         ("circuit-kafka", CIRCUIT, circuit(signal={"kafka": {"bootstrapServers": "k:9092"}}), set()),
         ("circuit-selector-only", CIRCUIT, {"signal": CIRCUIT_SPEC["signal"], "namespaceSelector": {}}, set()),
@@ -128,6 +131,12 @@ def _cases() -> list[Case]:
         ),
         # the default interval (5 s) is what makes this one fail: defaulting matters
         ("polling-timeout-over-default", POLICY, policy(polling={"timeoutSeconds": 6}), {(".spec.polling", POLLING)}),
+        (
+            "floors-over-one",
+            POLICY,
+            policy(control={"floors": {"high": 0.5, "medium": 0.5, "low": 0.5}}),
+            {(".spec.control.floors", FLOORS)},
+        ),
         ("signal-none", CIRCUIT, circuit(signal={}), {(".spec.signal", SIGNAL)}),
         (
             "signal-both",
@@ -196,8 +205,8 @@ def _outcomes(kind: str, spec: dict[str, Any]) -> list[Outcome]:
 
 
 def test_rules_were_found() -> None:
-    # 3 windows + 2 delay ranges + source + 2 prometheus-source + polling; signal + 2 on the circuit spec
-    assert len(ALL_RULES) == 12
+    # 3 windows + 2 delay ranges + source + 2 prometheus-source + polling + floors; signal + 2 on the circuit
+    assert len(ALL_RULES) == 13
     assert len({(r.kind, r.path, r.rule) for r in ALL_RULES}) == len(ALL_RULES)
 
 

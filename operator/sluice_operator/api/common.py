@@ -46,7 +46,9 @@ class StatusModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
-ConditionType = Literal["Ready", "Valid", "SignalAvailable", "Conflict", "PartialData", "Published"]
+ConditionType = Literal[
+    "Ready", "Valid", "SignalAvailable", "Conflict", "PartialData", "Published", "ControlDegraded"
+]
 
 
 class Condition(StatusModel):

@@ -51,6 +51,10 @@ class PrometheusSource(SpecModel):
     topics: list[TopicName] | None = Field(default=None, min_length=1, max_length=100)
     aggregate: Aggregate | None = None
     empty_result: EmptyResult = "unavailable"
+    #: PromQL for the consumer's drain rate in msgs/s (DrainTime control). Default, with
+    #: consumerGroup + topics: the admin's consumption template (kafka-exporter: the rate of the
+    #: group's committed offsets). A raw query follows SLUICE_RAW_QUERY_NAMESPACES.
+    consumption_query: str | None = Field(default=None, min_length=1, max_length=4096)
 
     @model_validator(mode="after")
     def _one_form(self) -> PrometheusSource:
@@ -248,6 +252,55 @@ class Compliance(SpecModel):
     interval_seconds: float = Field(default=30, ge=1, le=3600)
 
 
+class PriorityFloors(SpecModel):
+    """Shares of the allowed rate reserved for each priority (capped by its own offer)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.high + self.medium + self.low <= 1.000001", "floors must add up to at most 1")
+            ]
+        }
+    )
+
+    high: float = Field(default=0.0, ge=0, le=1)
+    medium: float = Field(default=0.0, ge=0, le=1)
+    low: float = Field(default=0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> PriorityFloors:
+        total = self.high + self.medium + self.low
+        if total > 1.000001:  # the CEL rule's bound: 0.1 + 0.2 + 0.7 is 1.0000000000000002
+            raise ValueError(f"floors must add up to at most 1 (they add up to {total:g})")
+        return self
+
+
+class Control(SpecModel):
+    """How the decision is made: backlog zones with per-message delays, or a rate for a drain time.
+
+    ``DrainTime`` admits R = mu - (L - targetLag) / drainSeconds msgs/s in total (mu: the measured
+    drain rate, L: the backlog), with a PI correction, allocated strictly by priority and published
+    as each priority's ``admitRatio``. Zones are still computed and shown, and shedding follows them.
+    """
+
+    mode: Literal["Zones", "DrainTime"] = "Zones"
+    #: L*: the backlog the loop holds under overload (messages).
+    target_lag: float = Field(default=1000, ge=0, le=MAX_BACKLOG)
+    #: T_d: how fast a backlog above targetLag is worked off (seconds); also the P gain, 1/T_d.
+    drain_seconds: float = Field(default=60, ge=1, le=86400)
+    #: T_i: integral time of the PI correction (seconds); 0 turns the integral term off.
+    integral_seconds: float = Field(default=300, ge=0, le=86400)
+    #: EWMA weight of a new drain-rate reading (1: no smoothing).
+    rate_smoothing: float = Field(default=0.5, gt=0, le=1)
+    #: The smallest change of a published admitRatio (keeps noise from rewriting the decision).
+    deadband: float = Field(default=0.05, ge=0, le=0.5)
+    floors: PriorityFloors = PriorityFloors()
+    #: PromQL for the offered rate per priority (msgs/s, one series per `priority` label). Default:
+    #: the SDK's sluice_producer_offered_total of this policy. A raw query follows
+    #: SLUICE_RAW_QUERY_NAMESPACES.
+    offered_query: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
 class BackpressurePolicySpec(SpecModel):
     """The desired throttling behaviour of one consumer group's producers."""
 
@@ -265,6 +318,7 @@ class BackpressurePolicySpec(SpecModel):
     output: Output = Output()
     circuit_breaker_ref: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
     compliance: Compliance | None = None
+    control: Control = Control()
 
 
 class PriorityStatus(StatusModel):
@@ -275,6 +329,8 @@ class PriorityStatus(StatusModel):
     shed: bool = False
     ratio: float = 0.0
     since: str | None = None
+    admit_ratio: float | None = None
+    offered_rate: float | None = None
 
 
 class PolicyPriorities(StatusModel):
@@ -295,6 +351,16 @@ class ComplianceStatus(StatusModel):
     checked_at: str | None = None
 
 
+class ControlStatus(StatusModel):
+    """The DrainTime loop's measurements and state (also its memory across restarts)."""
+
+    mode: Literal["Zones", "DrainTime"] = "Zones"
+    consumption_rate: float | None = None  # mu-hat, smoothed (msgs/s)
+    allowed_rate: float | None = None  # R (msgs/s)
+    integral: float = 0.0  # the PI integral term (msgs/s)
+    degraded: str | None = None  # why DrainTime fell back to Zones (None: it did not)
+
+
 class BackpressurePolicyStatus(StatusModel):
     """What the operator last decided; also the engine's memory across restarts."""
 
@@ -311,6 +377,7 @@ class BackpressurePolicyStatus(StatusModel):
     config_map_name: str | None = None
     enforcement: Literal["Enforce", "Observe"] | None = None
     compliance: ComplianceStatus | None = None
+    control: ControlStatus | None = None
 
 
 class BackpressurePolicy(SpecModel):
