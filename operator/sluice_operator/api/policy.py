@@ -285,7 +285,10 @@ class Control(SpecModel):
 
     mode: Literal["Zones", "DrainTime"] = "Zones"
     #: L*: the backlog the loop holds under overload (messages).
-    target_lag: float = Field(default=1000, ge=0, le=MAX_BACKLOG)
+    # Default 500: below the point where the default policy sheds low (900), so under steady
+    # overload the token buckets do the work and shedding stays the brake for transients.
+    # At least 1: the consumer needs a backlog to show what it can drain (see engine.drain).
+    target_lag: float = Field(default=500, ge=1, le=MAX_BACKLOG)
     #: T_d: how fast a backlog above targetLag is worked off (seconds); also the P gain, 1/T_d.
     drain_seconds: float = Field(default=60, ge=1, le=86400)
     #: T_i: integral time of the PI correction (seconds); 0 turns the integral term off.
@@ -329,8 +332,6 @@ class PriorityStatus(StatusModel):
     shed: bool = False
     ratio: float = 0.0
     since: str | None = None
-    admit_ratio: float | None = None
-    offered_rate: float | None = None
 
 
 class PolicyPriorities(StatusModel):
@@ -351,6 +352,12 @@ class ComplianceStatus(StatusModel):
     checked_at: str | None = None
 
 
+class PriorityRates(StatusModel):
+    high: float = 1.0
+    medium: float = 1.0
+    low: float = 1.0
+
+
 class ControlStatus(StatusModel):
     """The DrainTime loop's measurements and state (also its memory across restarts)."""
 
@@ -359,6 +366,9 @@ class ControlStatus(StatusModel):
     allowed_rate: float | None = None  # R (msgs/s)
     integral: float = 0.0  # the PI integral term (msgs/s)
     degraded: str | None = None  # why DrainTime fell back to Zones (None: it did not)
+    pacing: bool = False  # the decision carries admitRatio
+    admit_ratios: PriorityRates | None = None  # the published admitRatio per priority
+    offered_rates: PriorityRates | None = None  # lambda-hat per priority (msgs/s)
 
 
 class BackpressurePolicyStatus(StatusModel):

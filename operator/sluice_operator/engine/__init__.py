@@ -6,7 +6,8 @@ simulator and the demo.
 
 Policies::
 
-    outcome = evaluate(spec_or_params, backlog_or_None, now, memory_or_None, signal="prometheus")
+    outcome = evaluate(spec_or_params, backlog_or_None, now, memory_or_None, signal="prometheus",
+                       rates=Rates(consumed=mu_or_None, offered=(high, medium, low) or None))
     memory = outcome.memory                      # keep it; pass it to the next evaluate
     status_patch = policy_to_status(memory)      # ... and back: policy_from_status(status)
     doc = build_decision(outcome, namespace=..., name=..., now=aware_datetime, ttl_seconds=...)
@@ -17,8 +18,9 @@ Circuits::
     circuit_to_status(s.memory); circuit_from_status(status)
     circuit_document(cb_spec, s.memory, name, aware_datetime)
 
-One module per concern: zones (formulas), hysteresis, fallback, smoothing, policy_state (memory and
-status), evaluate, document, circuit, params (spec compiled once), clock (time resolution).
+One module per concern: zones (formulas), drain (the DrainTime rate loop), hysteresis, fallback,
+smoothing, policy_state (memory and status), evaluate, document, circuit, params (spec compiled
+once), clock (time resolution).
 """
 
 from sluice_operator.engine.circuit import (
@@ -32,6 +34,7 @@ from sluice_operator.engine.circuit import (
 from sluice_operator.engine.circuit import from_status as circuit_from_status
 from sluice_operator.engine.circuit import to_status as circuit_to_status
 from sluice_operator.engine.document import build_decision
+from sluice_operator.engine.drain import ControlMemory, Rates
 from sluice_operator.engine.evaluate import Outcome, PriorityOutcome, ZoneChange, evaluate
 from sluice_operator.engine.params import PolicyParams, compile_policy
 from sluice_operator.engine.policy_state import PolicyMemory, PriorityMemory, seed
@@ -43,11 +46,13 @@ __all__ = [
     "CircuitResult",
     "CircuitStep",
     "CircuitTransition",
+    "ControlMemory",
     "Outcome",
     "PolicyMemory",
     "PolicyParams",
     "PriorityMemory",
     "PriorityOutcome",
+    "Rates",
     "ZoneChange",
     "build_decision",
     "circuit_document",

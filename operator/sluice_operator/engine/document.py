@@ -34,6 +34,9 @@ def _priority(po: PriorityOutcome) -> PriorityDecision:
         shed=po.shed,
         would_delay_ms=po.would_delay_ms,
         would_shed=po.would_shed,
+        admit_ratio=po.admit_ratio,
+        excess=po.excess,
+        would_admit_ratio=po.would_admit_ratio,
     )
 
 

@@ -12,6 +12,11 @@ Precedence, highest first:
 3. No usable reading (None, NaN or infinite): the fallback mode (see `engine.fallback`).
    Source ``"fallback"``.
 
+``spec.control.mode: DrainTime`` (see `engine.drain`) runs on a usable reading with the measured
+rates: every published delay is 0 and each priority carries ``admit_ratio``; zones and shedding
+are computed as above. Without the rates (or the reading) the Zones behaviour applies and
+``control_degraded`` says why. An override replaces the rate loop as it replaces the zones.
+
 ``Observe`` enforcement applies on top of all three: the published delay is 0 and nothing is shed,
 with ``would_delay_ms``/``would_shed`` saying what Enforce would do. A negative backlog (offset
 races) counts as 0.
@@ -26,8 +31,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from sluice.decision import PRIORITIES, DecisionSource, Enforcement, Priority, Zone
+from sluice.decision import PRIORITIES, DecisionSource, Enforcement, Excess, Priority, Zone
 from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.engine.drain import FULL, Rates, control
 from sluice_operator.engine.fallback import effective_mode, fallback_reason
 from sluice_operator.engine.hysteresis import settle
 from sluice_operator.engine.params import PolicyParams, compile_policy
@@ -46,7 +52,7 @@ from sluice_operator.engine.zones import (
     zone_values,
 )
 
-__all__ = ["Outcome", "PriorityOutcome", "ZoneChange", "evaluate"]
+__all__ = ["Outcome", "PriorityOutcome", "Rates", "ZoneChange", "evaluate"]
 
 ZoneChange = tuple[Priority, Zone, Zone]  # (priority, from, to)
 _Values = tuple[int, float, int, bool]  # (zone index, ratio, delay_ms, shed)
@@ -64,6 +70,9 @@ class PriorityOutcome:
     would_delay_ms: int | None
     would_shed: bool | None
     ratio: float
+    admit_ratio: float | None = None  # DrainTime: the share of its offer this priority may produce
+    excess: Excess | None = None  # DrainTime: what a message over that share does
+    would_admit_ratio: float | None = None  # Observe + DrainTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +88,46 @@ class Outcome:
     changed: bool  # the published content changed, so the epoch increased
     reason: str
     fallback_delays: tuple[int, int, int]  # fallback.conservative, for the document
+    excess: tuple[Excess, Excess, Excess] | None = None  # DrainTime: per priority, from the spec
+
+    @property
+    def pacing(self) -> bool:
+        """The decision carries admitRatio (DrainTime on usable rates)."""
+        return self.memory.pacing
+
+    @property
+    def allowed_rate(self) -> float | None:
+        """R, the total msgs/s the rate loop admits (None unless pacing)."""
+        return self.memory.control.allowed if self.memory.pacing else None
+
+    @property
+    def consumption_rate(self) -> float | None:
+        """The smoothed drain rate mu (msgs/s) the loop last used."""
+        return self.memory.control.mu
+
+    @property
+    def control_degraded(self) -> str | None:
+        """Why DrainTime fell back to Zones this evaluation (None: it did not, or Zones mode)."""
+        return self.memory.control_degraded
 
     @property
     def priorities(self) -> tuple[PriorityOutcome, PriorityOutcome, PriorityOutcome]:
         """high, medium, low: Observe publishes delay 0 and no shedding, with `would_*` set."""
         m = self.memory
         observe = m.enforcement == "Observe"
+        admit = m.control.admit if m.pacing else None
+        excess = self.excess
         out = [
-            PriorityOutcome(p, m.zones[i], 0, False, m.delays_ms[i], m.shed[i], m.ratios[i])
+            PriorityOutcome(
+                p, m.zones[i], 0, False, m.delays_ms[i], m.shed[i], m.ratios[i],
+                would_admit_ratio=None if admit is None else admit[i],
+            )
             if observe
-            else PriorityOutcome(p, m.zones[i], m.delays_ms[i], m.shed[i], None, None, m.ratios[i])
+            else PriorityOutcome(
+                p, m.zones[i], m.delays_ms[i], m.shed[i], None, None, m.ratios[i],
+                admit_ratio=None if admit is None else admit[i],
+                excess=None if admit is None or excess is None else excess[i],
+            )
             for i, p in enumerate(PRIORITIES)
         ]
         return (out[0], out[1], out[2])
@@ -183,8 +222,12 @@ def evaluate(
     memory: PolicyMemory | None,
     *,
     signal: Literal["prometheus", "kafka"] = "prometheus",
+    rates: Rates | None = None,
 ) -> Outcome:
-    """Decide every priority at `backlog` (None: unavailable) at time `now` (epoch seconds)."""
+    """Decide every priority at `backlog` (None: unavailable) at time `now` (epoch seconds).
+
+    `rates` (drain rate and offer per priority) feed DrainTime control; Zones mode ignores them.
+    """
     params = spec if type(spec) is PolicyParams else compile_policy(spec)
     now = round(now * 1_000_000) / 1_000_000  # status keeps microseconds; see engine.clock
     prev = INITIAL_MEMORY if memory is None else memory
@@ -226,8 +269,26 @@ def evaluate(
         source = "fallback"
         values, reason = _fallback_values(params, prev, now)
 
+    drain = params.drain
+    control_memory, pacing, degraded = prev.control, False, None
+    if drain is not None and source != "override":
+        dt = 0.0 if prev.last_evaluated is None else max(0.0, now - prev.last_evaluated)
+        step = control(drain, prev.control, backlog if source == signal else None, rates, dt)
+        control_memory, degraded = step.memory, step.degraded
+        if degraded is None and values is not None:
+            pacing = True
+            values = [(zone, ratio, 0, shed) for zone, ratio, _delay, shed in values]
+            c = control_memory
+            reason += (
+                f"; DrainTime: admitting {c.allowed or 0.0:.4g}/s of {sum(c.offered or FULL):.4g}/s offered"
+                f" (drain rate {c.mu or 0.0:.4g}/s, target lag {drain.target_lag:g})"
+            )
+        else:
+            reason += f"; DrainTime degraded to Zones: {degraded}"
+
     enforcement = params.enforcement
     changed = source != prev.source or enforcement != prev.enforcement
+    changed = changed or pacing != prev.pacing or (pacing and control_memory.admit != prev.control.admit)
     changes: list[ZoneChange] | None = None
     if values is None:  # LastKnown: keep the last decision as it is
         zones, since, delays, sheds, ratios = prev.zones, prev.since, prev.delays_ms, prev.shed, prev.ratios
@@ -267,6 +328,9 @@ def evaluate(
         smoothed,
         last_good,
         now,
+        control_memory,
+        pacing,
+        degraded,
     )
     return Outcome(
         memory=memory,
@@ -274,4 +338,5 @@ def evaluate(
         changed=changed,
         reason=reason,
         fallback_delays=params.conservative_ms,
+        excess=None if drain is None else drain.excess,
     )

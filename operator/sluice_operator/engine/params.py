@@ -14,6 +14,7 @@ from typing import Literal
 from sluice.decision import PRIORITIES, Enforcement
 from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.engine.clock import timestamp, to_rfc3339
+from sluice_operator.engine.drain import DrainParams
 from sluice_operator.engine.zones import PriorityParams
 
 __all__ = ["FallbackMode", "OverrideMode", "PolicyParams", "compile_policy"]
@@ -37,6 +38,7 @@ class PolicyParams:
     override_until: float | None  # epoch seconds; the override is ignored from this time on
     override_text: str  # e.g. "override ForceRed until 2024-05-01T12:00:00.000000Z: incident 42"
     conservative_ms: tuple[int, int, int]  # fallback.conservative, high/medium/low
+    drain: DrainParams | None = None  # spec.control in DrainTime mode; None: Zones
 
 
 def _override_text(mode: str, until: float | None, reason: str | None) -> str:
@@ -73,6 +75,22 @@ def _compile(spec: BackpressurePolicySpec) -> PolicyParams:
         )
     override = spec.override
     until = timestamp(override.until) if override.until is not None else None
+    control = spec.control
+    drain = None
+    if control.mode == "DrainTime":
+        drain = DrainParams(
+            target_lag=control.target_lag,
+            drain_seconds=control.drain_seconds,
+            integral_seconds=control.integral_seconds,
+            rate_smoothing=control.rate_smoothing,
+            deadband=control.deadband,
+            floors=(control.floors.high, control.floors.medium, control.floors.low),
+            excess=(
+                "shed" if per[0].sheds else "wait",
+                "shed" if per[1].sheds else "wait",
+                "shed" if per[2].sheds else "wait",
+            ),
+        )
     return PolicyParams(
         priorities=(per[0], per[1], per[2]),
         min_dwell_seconds=spec.hysteresis.min_dwell_seconds,
@@ -85,6 +103,7 @@ def _compile(spec: BackpressurePolicySpec) -> PolicyParams:
         override_until=until,
         override_text=_override_text(override.mode, until, override.reason),
         conservative_ms=(conservative.high, conservative.medium, conservative.low),
+        drain=drain,
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, TypeVar
 from sluice.decision import PRIORITIES, DecisionSource, Enforcement, Priority, Zone
 from sluice_operator.api.policy import BackpressurePolicyStatus, PriorityStatus
 from sluice_operator.engine.clock import from_rfc3339, quantize, to_rfc3339
+from sluice_operator.engine.drain import FULL, INITIAL_CONTROL, ControlMemory
 
 _T = TypeVar("_T")
 
@@ -75,6 +76,9 @@ class PolicyMemory(NamedTuple):
     smoothed_backlog: float | None
     last_good_at: float | None
     last_evaluated: float | None
+    control: ControlMemory = INITIAL_CONTROL  # the DrainTime loop (untouched in Zones mode)
+    pacing: bool = False  # the published decision carries admitRatio (DrainTime, not degraded)
+    control_degraded: str | None = None  # why DrainTime fell back to Zones
 
     def get(self, priority: Priority) -> PriorityMemory:
         """The memory of `priority`."""
@@ -132,6 +136,23 @@ def to_status(memory: PolicyMemory) -> dict[str, Any]:
         "epoch": memory.epoch,
         "lastEvaluated": _time(memory.last_evaluated),
         "lastGoodAt": _time(memory.last_good_at),
+        "control": _control_status(memory),
+    }
+
+
+def _control_status(memory: PolicyMemory) -> dict[str, Any] | None:
+    c = memory.control
+    if c.mu is None and not memory.pacing and memory.control_degraded is None:
+        return None  # Zones mode, never measured: nothing to show
+    return {
+        "mode": "DrainTime",
+        "consumptionRate": c.mu,
+        "allowedRate": c.allowed,
+        "integral": c.integral,
+        "degraded": memory.control_degraded,
+        "pacing": memory.pacing,
+        "admitRatios": {p: c.admit[i] for i, p in enumerate(PRIORITIES)},
+        "offeredRates": None if c.offered is None else {p: c.offered[i] for i, p in enumerate(PRIORITIES)},
     }
 
 
@@ -156,7 +177,21 @@ def from_status(status: Mapping[str, Any] | None) -> PolicyMemory | None:
             shed=(ps[0].shed, ps[1].shed, ps[2].shed),
             ratios=(ps[0].ratio, ps[1].ratio, ps[2].ratio),
         )
+    control = INITIAL_CONTROL
+    pacing = False
+    degraded = None
+    if st.control is not None:
+        c = st.control
+        admit = FULL if c.admit_ratios is None else (c.admit_ratios.high, c.admit_ratios.medium, c.admit_ratios.low)
+        offered = None if c.offered_rates is None else (
+            c.offered_rates.high, c.offered_rates.medium, c.offered_rates.low
+        )
+        control = ControlMemory(admit, c.integral, c.consumption_rate, c.allowed_rate, offered)
+        pacing, degraded = c.pacing, c.degraded
     return base._replace(
+        control=control,
+        pacing=pacing,
+        control_degraded=degraded,
         epoch=st.epoch,
         source=st.source,
         enforcement=st.enforcement,
