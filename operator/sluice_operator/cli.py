@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     decide.add_argument("--now", help="evaluation time, ISO 8601 (default: now)")
+    decide.add_argument("--drain-rate", type=float, metavar="MSGS_PER_S",
+                        help="control.mode DrainTime: the consumer's drain rate mu")
+    decide.add_argument("--offered", metavar="HIGH,MEDIUM,LOW",
+                        help="control.mode DrainTime: offered msgs/s per priority, e.g. 200,600,800")
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions, or write them to --out")
     crds.add_argument("--out", type=Path, metavar="DIR")

@@ -132,3 +132,33 @@ def test_bad_backlog(capsys: pytest.CaptureFixture[str], policy_file: Path) -> N
     assert code == 1 and "--backlog must be a finite number >= 0" in err
     code, _, err = decide(capsys, str(policy_file), "--backlog=-1")
     assert code == 1 and "--backlog" in err
+
+
+def test_drain_time_with_rates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "drain.yaml"
+    path.write_text(POLICY.replace("spec:\n", "spec:\n  control: {mode: DrainTime}\n", 1))
+    code, doc, err = decide(capsys, str(path), "--backlog", "3000", "--drain-rate", "1000", "--offered", "200,600,800")
+    assert code == 0, err
+    assert doc is not None
+    low = doc["priorities"]["low"]
+    assert low["excess"] == "shed" and low["admitRatio"] == pytest.approx((1000 - 2500 / 60 - 800) / 800, abs=1e-4)
+    assert [doc["priorities"][p]["delayMs"] for p in ("high", "medium", "low")] == [0, 0, 0]
+    code, doc, _ = decide(capsys, str(path), "--backlog", "3000")  # no rates: the Zones fallback
+    assert code == 0 and doc is not None and "admitRatio" not in doc["priorities"]["low"]
+    assert "DrainTime degraded to Zones" in doc["reason"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--drain-rate", "1000"], "go together"),
+        (["--drain-rate", "1000", "--offered", "1,2"], "HIGH,MEDIUM,LOW"),
+        (["--drain-rate", "1000", "--offered", "a,b,c"], "HIGH,MEDIUM,LOW"),
+        (["--drain-rate", "-1", "--offered", "1,2,3"], "--drain-rate must be"),
+    ],
+)
+def test_bad_rates_say_what_to_write(
+    capsys: pytest.CaptureFixture[str], policy_file: Path, argv: list[str], needle: str
+) -> None:
+    code, _, err = decide(capsys, str(policy_file), "--backlog", "3000", *argv)
+    assert code == 1 and needle in err

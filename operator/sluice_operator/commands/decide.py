@@ -8,6 +8,9 @@ have been in ZONE for longer than `hysteresis.minDwellSeconds`, so the dwell has
 the margin can hold it there. (Seeding it "entered just now" would answer "still ZONE" for every
 lower backlog: true for the first `minDwellSeconds`, and no help in choosing thresholds.)
 Priorities not named start with no memory: their plain zone.
+
+For a ``control.mode: DrainTime`` policy, `--drain-rate` and `--offered HIGH,MEDIUM,LOW` give the
+measured rates; without them the decision is the Zones fallback the operator would publish.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pydantic import ValidationError
 
 from sluice.decision import PRIORITIES, Decision, Priority, Zone, to_json
 from sluice_operator.api.policy import BackpressurePolicy
-from sluice_operator.engine import build_decision, evaluate, seed
+from sluice_operator.engine import Rates, build_decision, evaluate, seed
 
 __all__ = ["DecideError", "decide", "run"]
 
@@ -61,6 +64,22 @@ def _parse_previous(items: Sequence[str]) -> dict[Priority, Zone]:
             )
         zones[p] = z
     return zones
+
+
+def _parse_rates(drain_rate: float | None, offered: str | None) -> Rates | None:
+    if drain_rate is None and offered is None:
+        return None
+    if drain_rate is None or offered is None:
+        raise DecideError("--drain-rate and --offered go together (DrainTime needs both)")
+    if not math.isfinite(drain_rate) or drain_rate < 0:
+        raise DecideError(f"--drain-rate must be a finite number >= 0 (got {drain_rate:g})")
+    try:
+        values = [float(part) for part in offered.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise DecideError(f"--offered {offered!r} is not HIGH,MEDIUM,LOW msgs/s (three numbers >= 0, e.g. 200,600,800)")
+    return Rates(drain_rate, (values[0], values[1], values[2]))
 
 
 def _load_policy(path: Path) -> BackpressurePolicy:
@@ -100,15 +119,19 @@ def _load_policy(path: Path) -> BackpressurePolicy:
         ) from None
 
 
-def decide(path: Path, backlog: float, previous: Sequence[str] = (), now_text: str | None = None) -> Decision:
+def decide(
+    path: Path, backlog: float, previous: Sequence[str] = (), now_text: str | None = None,
+    *, drain_rate: float | None = None, offered: str | None = None,
+) -> Decision:
     """The decision for the first BackpressurePolicy in `path` at `backlog`; raises DecideError."""
     if not math.isfinite(backlog) or backlog < 0:
         raise DecideError(f"--backlog must be a finite number >= 0 (got {backlog:g})")
     now = _parse_now(now_text)
     zones = _parse_previous(previous)
+    rates = _parse_rates(drain_rate, offered)
     resource = _load_policy(path)
     memory = seed(zones) if zones else None
-    outcome = evaluate(resource.spec, backlog, now.timestamp(), memory)
+    outcome = evaluate(resource.spec, backlog, now.timestamp(), memory, rates=rates)
     return build_decision(
         outcome,
         namespace=resource.metadata.namespace or "default",
@@ -121,7 +144,8 @@ def decide(path: Path, backlog: float, previous: Sequence[str] = (), now_text: s
 def run(args: argparse.Namespace) -> int:
     """`sluice decide`: print the Decision JSON, or a plain error and exit 1."""
     try:
-        decision = decide(args.file, args.backlog, args.previous_zone, args.now)
+        decision = decide(args.file, args.backlog, args.previous_zone, args.now,
+                          drain_rate=args.drain_rate, offered=args.offered)
     except DecideError as exc:
         print(f"sluice decide: {exc}", file=sys.stderr)
         return 1
