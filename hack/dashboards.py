@@ -107,6 +107,18 @@ def policies() -> Board:
                  "{{namespace}}/{{policy}} signal"),
                 (f"max by (namespace, policy) (sluice_policy_fallback{{{POL}}})", "{{namespace}}/{{policy}} fallback"),
             ], defaults={"min": 0, "max": 1})
+    b.panel("DrainTime: admitRatio per priority", "Share of its offer each priority may produce "
+            "(control.mode DrainTime; 1: not paced).", [
+                (f"max by (namespace, policy, priority) (sluice_policy_admit_ratio{{{POL}}})",
+                 "{{namespace}}/{{policy}} {{priority}}"),
+            ], defaults={"min": 0, "max": 1})
+    b.panel("DrainTime: drain rate against admitted and offered", "mu (the consumer's drain rate), R (what "
+            "the loop admits in total) and the offer per priority, in msgs/s.", [
+                (f"max by (namespace, policy) (sluice_policy_consumption_rate{{{POL}}})", "{{namespace}}/{{policy}} mu"),
+                (f"max by (namespace, policy) (sluice_policy_allowed_rate{{{POL}}})", "{{namespace}}/{{policy}} R"),
+                (f"max by (namespace, policy, priority) (sluice_policy_offered_rate{{{POL}}})",
+                 "{{namespace}}/{{policy}} offered {{priority}}"),
+            ])
     b.panel("Decision epoch", "Increases whenever what producers act on changes.", [
         (f"max by (namespace, policy) (sluice_policy_epoch{{{POL}}})", "{{namespace}}/{{policy}}"),
     ])
