@@ -114,7 +114,8 @@ def policies() -> Board:
             ], defaults={"min": 0, "max": 1})
     b.panel("DrainTime: drain rate against admitted and offered", "mu (the consumer's drain rate), R (what "
             "the loop admits in total) and the offer per priority, in msgs/s.", [
-                (f"max by (namespace, policy) (sluice_policy_consumption_rate{{{POL}}})", "{{namespace}}/{{policy}} mu"),
+                (f"max by (namespace, policy) (sluice_policy_consumption_rate{{{POL}}})",
+                 "{{namespace}}/{{policy}} mu"),
                 (f"max by (namespace, policy) (sluice_policy_allowed_rate{{{POL}}})", "{{namespace}}/{{policy}} R"),
                 (f"max by (namespace, policy, priority) (sluice_policy_offered_rate{{{POL}}})",
                  "{{namespace}}/{{policy}} offered {{priority}}"),
