@@ -11,7 +11,8 @@ millisecond tick, so the passthrough path pays nothing per message) and the rate
 increase since the newest sample at least one window old, divided by the time since then. When that
 sample is older than a window plus a slot the producer was idle in between (a call would have taken
 a sample), so the span is clamped to ``window + slot``: after an idle period the estimate ramps up
-over one window instead of being diluted by the idle time.
+over one window instead of being diluted by the idle time. The span is at least one slot, so the
+first calls after the estimator is created do not read as a huge rate.
 
 **The bucket** is refilled at ``r = admitRatio x offered rate`` and holds at most
 ``max(1, r x BUCKET_DEPTH_S)`` tokens. Small, because a deep bucket lets a lull's unused tokens
@@ -68,9 +69,7 @@ class RateEstimator:
         """Events per second over the last window, ``total`` being the counter's value now."""
         self.observe(now, total)
         t0, n0 = self._samples[0]
-        span = min(now - t0, self.window_s + self.slot_s)
-        if span <= 0:
-            return 0.0
+        span = min(max(now - t0, self.slot_s), self.window_s + self.slot_s)
         return max(0, total - n0) / span
 
 
