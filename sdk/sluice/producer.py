@@ -72,7 +72,10 @@ class ThrottledProducer(ProducerCore):
     updated with ``dlq_conf`` (a longer ``message.timeout.ms``, another cluster...), at construction,
     so a bad ``dlq_conf`` is refused here. ``policy`` (``"namespace/name"``) ignores documents of any
     other policy (a mis-mounted ConfigMap). ``close_timeout`` bounds `close` and leaving a ``with``
-    block. The decision source belongs to the caller: `close` does not close it.
+    block. The decision source belongs to the caller: `close` does not close it. Under a decision
+    with ``admitRatio < 1`` (DrainTime control) a priority is paced to that share of its offered
+    rate measured over ``pacing_window_s``; a message of an ``excess: wait`` priority waits at most
+    ``pacing_max_wait_s`` for a token (`sluice.pacing`, docs/sdk.md).
     """
 
     def __init__(
@@ -166,8 +169,8 @@ class ThrottledProducer(ProducerCore):
     ) -> None:
         """Produce one message, applying the decision in force for ``priority``.
 
-        Raises `CircuitOpenError`, `ShedError`, `StaleDecisionError`, `ProducerClosedError` or a
-        `ProduceError` when the message is not accepted. An accepted message ends in exactly one of:
+        Raises `CircuitOpenError`, `ShedError`, `PacedError`, `StaleDecisionError`,
+        `ProducerClosedError` or a `ProduceError` when the message is not accepted. An accepted message ends in exactly one of:
         delivered, dead-lettered, failed (known not written) or in doubt (may have been written).
         """
         if _monotonic() > self._deadline:
