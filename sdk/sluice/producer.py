@@ -170,8 +170,9 @@ class ThrottledProducer(ProducerCore):
         """Produce one message, applying the decision in force for ``priority``.
 
         Raises `CircuitOpenError`, `ShedError`, `PacedError`, `StaleDecisionError`,
-        `ProducerClosedError` or a `ProduceError` when the message is not accepted. An accepted message ends in exactly one of:
-        delivered, dead-lettered, failed (known not written) or in doubt (may have been written).
+        `ProducerClosedError` or a `ProduceError` when the message is not accepted. An accepted
+        message ends in exactly one of: delivered, dead-lettered, failed (known not written) or in
+        doubt (may have been written).
         """
         if _monotonic() > self._deadline:
             self._tick()
