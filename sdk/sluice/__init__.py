@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sluice.errors import (
         CircuitOpenError,
         FatalProducerError,
+        PacedError,
         PermanentMessageError,
         ProduceError,
         ProducerClosedError,
@@ -46,6 +47,7 @@ _LAZY: dict[str, str] = {
     "DeadLetter": "sluice.dlq",
     "CircuitOpenError": "sluice.errors",
     "FatalProducerError": "sluice.errors",
+    "PacedError": "sluice.errors",
     "PermanentMessageError": "sluice.errors",
     "ProduceError": "sluice.errors",
     "ProducerClosedError": "sluice.errors",
@@ -74,6 +76,7 @@ __all__ = [
     "DirectoryDecisions",
     "FatalProducerError",
     "Outcomes",
+    "PacedError",
     "PermanentMessageError",
     "PriorityDecision",
     "ProduceError",

@@ -11,13 +11,24 @@ what just happened (the time, the plan now in force, an exception) and returns t
 ``DEAD_LETTER``  hand ``letter`` to the dead-letter path (a shed, data that can never be produced);
 ``DONE``         accepted.
 
-Refusals (open circuit, shed with ``on_shed="raise"``, stale, closed, budget spent) are raised
-from the method that finds them: the message was not accepted.
+Refusals (open circuit, shed with ``on_shed="raise"``, stale, closed, budget spent, no pacing token
+in time) are raised from the method that finds them: the message was not accepted.
+
+Every admission counts one offered call (``sluice_producer_offered_total``) when it is created.
 
 A delay is measured once, from the moment the message first had to wait, and is the larger of the
 decision's delay and a broker's throttle. A re-check after each wait slice can lengthen it, shorten
 it, shed or reject the message; it never restarts the delay, and the message is counted in
 ``delayed`` and in the delay histogram once.
+
+DrainTime pacing (a plan with ``admit_ratio < 1``, `sluice.pacing`) comes after the delay: the
+message needs a token from its priority's bucket. With ``excess="shed"`` a message that finds none is
+shed like a zone shed (counted in ``shed`` and in ``paced{action="shed"}``). With ``excess="wait"`` it
+takes a ticket and waits for its token in slices of at most `RECHECK_WAIT_S`, re-checking the plan
+after each like a delay does (a circuit that opens rejects it, a new ratio applies, pacing that ends
+lets it go); it is counted in ``paced{action="wait"}`` once, and after ``pacing_max_wait_s`` it gives
+its ticket back and is refused with `PacedError` (counted in ``rejected_paced``). A message that is
+refused or abandoned while it holds a ticket gives it back (`Admission.abandon`).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from sluice.dlq import DeadLetter, Reason, normalize_headers
 from sluice.errors import (
     CircuitOpenError,
     FatalProducerError,
+    PacedError,
     PermanentMessageError,
     ProducerClosedError,
     RetryBudgetExceededError,
@@ -40,6 +52,7 @@ from sluice.errors import (
     TopicUnavailableError,
 )
 from sluice.metrics import Counts
+from sluice.pacing import Pacer
 from sluice.plan import Plan, Probe
 from sluice.retry import Backoff, RetryPolicy
 from sluice.routing import DeliveryCallback
@@ -84,6 +97,13 @@ class AdmissionHost(Protocol):
     def serializing(self) -> bool:
         """Serializers are configured."""
 
+    @property
+    def pacing_max_wait_s(self) -> float:
+        """How long a paced message waits for a token at most."""
+
+    def pacer(self, idx: int) -> Pacer:
+        """The token bucket of priority ``idx``."""
+
     def closed(self) -> bool:
         """`close` was called: nothing more may be enqueued."""
 
@@ -113,8 +133,9 @@ class Admission:
     """The state of one message between ``produce()`` and librdkafka's queue."""
 
     __slots__ = (
-        "_backoff", "_delay_counted", "_host", "_phase", "_probe", "_wait_start", "headers", "key", "letter",
-        "letter_err", "plan", "topic", "user_cb", "value", "wait_s",
+        "_backoff", "_delay_counted", "_delay_observed", "_host", "_pace_counted", "_pace_start", "_phase",
+        "_probe", "_ticket", "_wait_start", "headers", "key", "letter", "letter_err", "plan", "topic", "user_cb",
+        "value", "wait_s",
     )
 
     def __init__(
@@ -130,8 +151,13 @@ class Admission:
         self._phase = Step.WAIT  # WAIT: still gated by the decision; then SERIALIZE or ENQUEUE
         self._wait_start: float | None = None
         self._delay_counted = False
+        self._delay_observed = False
         self._probe: Probe | None = None
         self._backoff: Backoff | None = None
+        self._ticket: int | None = None  # a pacing ticket this message holds
+        self._pace_start = 0.0
+        self._pace_counted = False
+        host.counts.slow_offered[plan.idx] += 1
 
     # -- the decision, and waiting it out -----------------------------------------------------------
 
@@ -143,15 +169,27 @@ class Admission:
 
     def waited(self, now: float, plan: Plan) -> Step:
         """A wait ended; ``plan`` is the one in force now."""
-        if self._host.closed():
-            raise ProducerClosedError("producer is closed")
-        if self._phase is not Step.WAIT:
-            return self._phase  # a backoff ended: try the same step again
-        if plan != self.plan:
-            self.plan = plan
-            if self._gate(now, first=False):
-                return Step.DEAD_LETTER
-        return self._schedule(now)
+        try:
+            if self._host.closed():
+                raise ProducerClosedError("producer is closed")
+            if self._phase is not Step.WAIT:
+                return self._phase  # a backoff ended: try the same step again
+            if plan != self.plan:
+                self.plan = plan
+                if self._gate(now, first=False):
+                    self.abandon(now)
+                    return Step.DEAD_LETTER
+            return self._schedule(now)
+        except BaseException:
+            self.abandon(now)
+            raise
+
+    def abandon(self, now: float) -> None:
+        """The message will not go on (refused, cancelled): give back a pacing ticket it holds."""
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            idx = self.plan.idx
+            self._host.pacer(idx).cancel(ticket, now, self.plan.admit_ratio, self._host.counts.offered_of(idx))
 
     def _schedule(self, now: float) -> Step:
         plan, host = self.plan, self._host
@@ -164,10 +202,57 @@ class Admission:
             self._wait_start = start
             self.wait_s = min(release - now, RECHECK_WAIT_S)
             return Step.WAIT
-        if self._delay_counted:
+        if self._delay_counted and not self._delay_observed:
+            self._delay_observed = True
             host.observe_delay(plan.priority, max(0.0, release - start))
+        if plan.paced or self._ticket is not None:
+            step = self._pace(now)
+            if step is not None:
+                return step
         self._phase = Step.SERIALIZE if host.serializing else Step.ENQUEUE
         return self._phase
+
+    def _pace(self, now: float) -> Step | None:
+        """A token, or what to do without one (None: go on)."""
+        plan, host = self.plan, self._host
+        idx, ratio = plan.idx, plan.admit_ratio
+        pacer, total = host.pacer(idx), host.counts.offered_of(idx)
+        if not plan.paced:  # pacing ended while this message waited
+            self.abandon(now)
+            return None
+        if self._ticket is None:
+            if plan.excess == "shed":
+                return None if pacer.try_take(now, ratio, total) else self._pace_shed()
+            self._ticket = pacer.reserve(now, ratio, total)
+            self._pace_start = now
+        wait = pacer.wait_for(self._ticket, now, ratio, total)
+        if wait <= 0:
+            self._ticket = None  # its token is used
+            return None
+        if plan.excess == "shed":  # the decision turned this priority to shedding while it waited
+            self.abandon(now)
+            return self._pace_shed()
+        if not self._pace_counted:
+            self._pace_counted = True
+            host.counts.paced["wait"][idx] += 1
+        remaining = self._pace_start + host.pacing_max_wait_s - now
+        if remaining <= 0:
+            self.abandon(now)
+            host.counts.rejected_paced[idx] += 1
+            raise PacedError(plan.priority, now - self._pace_start, ratio, plan.epoch)
+        self.wait_s = min(wait, RECHECK_WAIT_S, remaining)
+        return Step.WAIT
+
+    def _pace_shed(self) -> Step:
+        """No token and ``excess="shed"``: shed as a zone shed does."""
+        plan, host = self.plan, self._host
+        host.counts.shed[plan.idx] += 1
+        host.counts.paced["shed"][plan.idx] += 1
+        if host.on_shed == "raise":
+            raise ShedError(plan.priority, plan.zone, plan.epoch, paced=True)
+        text = f"shed by pacing (admitRatio {plan.admit_ratio:g}, decision epoch {plan.epoch})"
+        self._dead_letter("shed", "SLUICE_SHED", 0, text, None)
+        return Step.DEAD_LETTER
 
     def _gate(self, now: float, *, first: bool) -> bool:
         """Circuits, staleness, Observe counting, fail-closed topics and sheds, in that order.
@@ -241,7 +326,7 @@ class Admission:
 
     def enqueued(self) -> Step:
         """librdkafka took the message: it is accepted."""
-        self._host.counts.sent[self.plan.idx] += 1
+        self._host.counts.slow_sent[self.plan.idx] += 1
         return Step.DONE
 
     def enqueue_failed(self, error: BaseException, now: float) -> Step:

@@ -22,6 +22,8 @@ from sluice.callbacks import shield_conf_callbacks
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT_S",
+    "DEFAULT_PACING_MAX_WAIT_S",
+    "DEFAULT_PACING_WINDOW_S",
     "LIBRDKAFKA_MESSAGE_TIMEOUT_MS",
     "LIBRDKAFKA_PROPAGATION_MS",
     "client_conf",
@@ -30,6 +32,13 @@ __all__ = [
 
 #: How long ``close()`` (and leaving a ``with`` block) waits for messages in flight by default.
 DEFAULT_CLOSE_TIMEOUT_S = 10.0
+#: DrainTime pacing: the window over which a producer measures its own offered rate per priority.
+#: Long enough to average out request bursts, short next to the operator's evaluation interval and
+#: its one-minute offered-rate query, so a change of load reaches the bucket within a few seconds.
+DEFAULT_PACING_WINDOW_S = 2.0
+#: DrainTime pacing: how long a message of an ``excess: wait`` priority waits for a token at most
+#: before `PacedError` (a request handler should not hold its caller much longer than this).
+DEFAULT_PACING_MAX_WAIT_S = 5.0
 #: librdkafka's default topic.metadata.propagation.max.ms.
 LIBRDKAFKA_PROPAGATION_MS = 30_000
 #: librdkafka's default message.timeout.ms (delivery.timeout.ms).
@@ -69,6 +78,8 @@ def validate_options(
     at_least_once: bool,
     reports: str,
     close_timeout: float,
+    pacing_window_s: float = DEFAULT_PACING_WINDOW_S,
+    pacing_max_wait_s: float = DEFAULT_PACING_MAX_WAIT_S,
 ) -> None:
     """Refuse contradictory options with a message naming them."""
     if on_shed not in ("raise", "dlq"):
@@ -87,3 +98,7 @@ def validate_options(
         raise ValueError("delivery_reports must be 'errors' or 'all'")
     if not close_timeout >= 0:
         raise ValueError("close_timeout must be >= 0")
+    if not 0 < pacing_window_s < float("inf"):
+        raise ValueError("pacing_window_s must be > 0 (and finite)")
+    if not pacing_max_wait_s >= 0:
+        raise ValueError("pacing_max_wait_s must be >= 0")

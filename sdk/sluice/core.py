@@ -25,8 +25,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sluice.callbacks import FailureLog, inside_callback
+from sluice.decision import PRIORITIES
 from sluice.metrics import Counts, GaugeState, ProducerMetrics
 from sluice.outcomes import ErrorRate
+from sluice.pacing import Pacer
 from sluice.plan import CIRCUIT_GAUGE, OnStale, Plan, PlanSet, build_plans
 from sluice.retry import RetryPolicy
 from sluice.routing import DeliveryCallback, Failure, FailureRouter
@@ -70,6 +72,8 @@ class ProducerCore:
     policy: str | None
     fail_closed_seconds: float
     retry: RetryPolicy
+    pacing_window_s: float
+    pacing_max_wait_s: float
 
     def _init_core(self) -> None:
         self._lock = threading.RLock()
@@ -90,6 +94,10 @@ class ProducerCore:
         self._throttle_total = 0.0
         self._throttle_last: tuple[str, float] | None = None
         self._link = _Link(self)
+        now = _monotonic()
+        #: One token bucket per priority (DrainTime pacing), fed with the offered counters on ticks.
+        self._pacers = tuple(Pacer(self.pacing_window_s, now) for _ in PRIORITIES)
+        self._sample_at = NEG_INF
 
     @property
     def serializing(self) -> bool:
@@ -107,6 +115,8 @@ class ProducerCore:
             return
         self._serve()
         now = _monotonic()
+        if now >= self._sample_at:
+            self._sample_offered(now)
         if (
             self._router.pending
             or self._fatal_pending
@@ -155,6 +165,13 @@ class ProducerCore:
             self._error_rate.sample(now, *self._attempts_and_errors())
             self._failure_log.flush(now)
             self._warn_stale(planset, now)
+
+    def _sample_offered(self, now: float) -> None:
+        """Feed each pacer's rate estimator with its priority's offered counter (once per slot)."""
+        offered = self.counts.offered
+        for pacer, total in zip(self._pacers, offered, strict=True):
+            pacer.observe(now, total)
+        self._sample_at = now + self._pacers[0].estimator.slot_s
 
     def _current_plan(self, priority: str) -> Plan:
         """The plan in force for ``priority`` after a tick (picks up new documents)."""
@@ -381,6 +398,14 @@ class _Link:
     @property
     def serializing(self) -> bool:
         return bool(self._core().serializing)
+
+    @property
+    def pacing_max_wait_s(self) -> float:
+        return float(self._core().pacing_max_wait_s)
+
+    def pacer(self, idx: int) -> Pacer:
+        pacer: Pacer = self._core()._pacers[idx]
+        return pacer
 
     def closed(self) -> bool:
         return bool(self._core()._closed)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CircuitOpenError",
     "FatalProducerError",
+    "PacedError",
     "PermanentMessageError",
     "ProduceError",
     "ProducerClosedError",
@@ -45,12 +46,36 @@ class CircuitOpenError(SluiceError):
 
 
 class ShedError(SluiceError):
-    """The decision sheds this priority: the message was dropped before reaching Kafka."""
+    """The decision sheds this priority: the message was dropped before reaching Kafka.
 
-    def __init__(self, priority: str, zone: str, epoch: int) -> None:
-        super().__init__(f"{priority}-priority message shed (zone {zone}, decision epoch {epoch})")
+    ``paced`` is True for a shed by DrainTime pacing (``excess: shed``, no token free) rather than
+    by the zone's ``shed``.
+    """
+
+    def __init__(self, priority: str, zone: str, epoch: int, *, paced: bool = False) -> None:
+        why = "no pacing token" if paced else f"zone {zone}"
+        super().__init__(f"{priority}-priority message shed ({why}, decision epoch {epoch})")
         self.priority = priority
         self.zone = zone
+        self.epoch = epoch
+        self.paced = paced
+
+
+class PacedError(SluiceError):
+    """DrainTime pacing: the message waited ``pacing_max_wait_s`` for a token and got none; not sent.
+
+    The operator admits only ``admitRatio`` of this producer's offered rate of the priority; retry
+    later (or drop). Counted in ``sluice_producer_messages_total{outcome="rejected_paced"}``.
+    """
+
+    def __init__(self, priority: str, waited_s: float, admit_ratio: float, epoch: int) -> None:
+        super().__init__(
+            f"{priority}-priority message found no pacing token in {waited_s:.2f}s "
+            f"(admitRatio {admit_ratio:g}, decision epoch {epoch})"
+        )
+        self.priority = priority
+        self.waited_s = waited_s
+        self.admit_ratio = admit_ratio
         self.epoch = epoch
 
 

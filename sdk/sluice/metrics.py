@@ -8,13 +8,18 @@ histogram is a regular prometheus-client metric: it is observed on the delay pat
 anyway.
 
 =================================================  =========================================================
+``sluice_producer_offered_total{priority}``       every produce()/aproduce() call, admitted or not (the
+                                                   operator's offered rate, DrainTime control)
 ``sluice_producer_messages_total{priority,outcome}``  outcome: sent (handed to librdkafka), delayed, shed,
-                                                   rejected_open, rejected_stale, retried (one per retry),
+                                                   rejected_open, rejected_stale, rejected_paced (waited
+                                                   pacing_max_wait_s for a token), retried (one per retry),
                                                    dead_lettered, failed (known not written),
                                                    in_doubt (may have been written: timeouts, purges
                                                    of messages in flight)
 ``sluice_producer_observed_total{priority,action}``  Observe mode: what would have happened (delay, shed,
-                                                   reject_open)
+                                                   reject_open, pace)
+``sluice_producer_paced_total{priority,action}``   messages that found no pacing token: wait (waited for
+                                                   one, counted once) or shed (also counted in shed)
 ``sluice_producer_delay_seconds{priority}``        histogram of applied delays
 ``sluice_producer_decision_age_seconds``           seconds since the decision in force arrived (NaN: none)
 ``sluice_producer_circuit_state``                  0 closed, 1 half-open, 2 open
@@ -43,7 +48,16 @@ from prometheus_client.metrics_core import Metric
 
 from sluice.decision import PRIORITIES
 
-__all__ = ["OBSERVE_ACTIONS", "OUTCOMES", "POLICY_LABELS", "PRIORITY_NAMES", "Counts", "GaugeState", "ProducerMetrics"]
+__all__ = [
+    "OBSERVE_ACTIONS",
+    "OUTCOMES",
+    "PACED_ACTIONS",
+    "POLICY_LABELS",
+    "PRIORITY_NAMES",
+    "Counts",
+    "GaugeState",
+    "ProducerMetrics",
+]
 
 PRIORITY_NAMES: Final = PRIORITIES  # the wire contract's names
 OUTCOMES: Final = (
@@ -52,12 +66,14 @@ OUTCOMES: Final = (
     "shed",
     "rejected_open",
     "rejected_stale",
+    "rejected_paced",
     "retried",
     "dead_lettered",
     "failed",
     "in_doubt",
 )
-OBSERVE_ACTIONS: Final = ("delay", "shed", "reject_open")
+OBSERVE_ACTIONS: Final = ("delay", "shed", "reject_open", "pace")
+PACED_ACTIONS: Final = ("wait", "shed")
 POLICY_LABELS: Final = ("policy_namespace", "policy")
 DELAY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
 
@@ -67,32 +83,59 @@ class Counts:
 
     Under CPython's GIL ``list[i] += 1`` on a list only touched by these counters does not lose
     updates in practice; exactness of the *delivery outcome* bookkeeping does not depend on these.
+
+    ``sent`` and ``offered`` are sums, so the passthrough path bumps a single integer per message:
+    it counts ``fast_sent`` (a message it handed to librdkafka itself), every other call counts
+    ``slow_offered`` once when its `Admission` is created and ``slow_sent`` if it is enqueued. Each
+    term only grows, so the sums are monotonic even when read while another thread bumps them.
     """
 
     __slots__ = (
         "dead_lettered",
         "delayed",
         "failed",
+        "fast_sent",
         "in_doubt",
         "observed",
+        "paced",
         "rejected_open",
+        "rejected_paced",
         "rejected_stale",
         "retried",
-        "sent",
         "shed",
+        "slow_offered",
+        "slow_sent",
     )
 
     def __init__(self) -> None:
-        self.sent = [0, 0, 0]
+        self.fast_sent = [0, 0, 0]
+        self.slow_sent = [0, 0, 0]
+        self.slow_offered = [0, 0, 0]
         self.delayed = [0, 0, 0]
         self.shed = [0, 0, 0]
         self.rejected_open = [0, 0, 0]
         self.rejected_stale = [0, 0, 0]
+        self.rejected_paced = [0, 0, 0]
         self.retried = [0, 0, 0]
         self.dead_lettered = [0, 0, 0]
         self.failed = [0, 0, 0]
         self.in_doubt = [0, 0, 0]
         self.observed = {action: [0, 0, 0] for action in OBSERVE_ACTIONS}
+        self.paced = {action: [0, 0, 0] for action in PACED_ACTIONS}
+
+    @property
+    def sent(self) -> list[int]:
+        """Messages handed to librdkafka, per priority (a snapshot: bump ``fast_sent``/``slow_sent``)."""
+        return [a + b for a, b in zip(self.fast_sent, self.slow_sent, strict=True)]
+
+    @property
+    def offered(self) -> list[int]:
+        """``produce()``/``aproduce()`` calls, admitted or not, per priority (a snapshot)."""
+        return [a + b for a, b in zip(self.fast_sent, self.slow_offered, strict=True)]
+
+    def offered_of(self, idx: int) -> int:
+        """Calls of one priority so far (the pacing rate estimator's counter)."""
+        return self.fast_sent[idx] + self.slow_offered[idx]
 
     def outcome(self, name: str) -> list[int]:
         """The per-priority list of one outcome."""
@@ -160,7 +203,19 @@ class _Collector:
             "sluice_producer_broker_throttle_seconds", "Seconds messages were held back for broker throttles.",
             labels=pol,
         )
-        families: list[Metric] = [messages, observed, age, circuit, epoch, in_flight, errors, recreated, throttle]
+        offered = CounterMetricFamily(
+            "sluice_producer_offered",
+            "produce()/aproduce() calls, admitted or not.",
+            labels=[*pol, "priority"],
+        )
+        paced = CounterMetricFamily(
+            "sluice_producer_paced",
+            "Messages that found no pacing token: waited for one, or shed.",
+            labels=[*pol, "priority", "action"],
+        )
+        families: list[Metric] = [
+            messages, observed, offered, paced, age, circuit, epoch, in_flight, errors, recreated, throttle,
+        ]
         if state is None:
             return families
         who = [state.policy_namespace, state.policy_name]
@@ -170,6 +225,11 @@ class _Collector:
         for action, values in self._counts.observed.items():
             for priority, value in zip(PRIORITY_NAMES, values, strict=True):
                 observed.add_metric([*who, priority, action], value)
+        for priority, value in zip(PRIORITY_NAMES, self._counts.offered, strict=True):
+            offered.add_metric([*who, priority], value)
+        for action, values in self._counts.paced.items():
+            for priority, value in zip(PRIORITY_NAMES, values, strict=True):
+                paced.add_metric([*who, priority, action], value)
         age.add_metric(who, float("nan") if state.decision_age is None else state.decision_age)
         circuit.add_metric(who, state.circuit_state)
         epoch.add_metric(who, state.applied_epoch)

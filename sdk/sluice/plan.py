@@ -7,8 +7,10 @@ passes, so ``produce`` does a dict lookup and an identity check instead of pydan
 
 Rules, per document:
 
-* a fresh Decision in ``Enforce`` applies its priority's ``delayMs`` and ``shed``; in ``Observe`` it
-  applies nothing and the plan lists what would have happened (``wouldDelayMs``/``wouldShed``);
+* a fresh Decision in ``Enforce`` applies its priority's ``delayMs`` and ``shed``, and paces it when
+  ``admitRatio < 1`` (``excess`` says wait or shed; absent: wait, nothing is dropped unless the
+  operator says so); in ``Observe`` it applies nothing and the plan lists what would have happened
+  (``wouldDelayMs``/``wouldShed``/``wouldAdmitRatio``, the action ``pace``);
 * a fresh CircuitState ``open``/``forced-open`` rejects; ``half-open`` admits ``probeRatio`` of
   messages through a deterministic counter sampler; ``closed``/``forced-closed`` does nothing. A
   circuit embedded in the Decision follows the Decision's enforcement;
@@ -25,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sluice.decision import BUILTIN_CONSERVATIVE_MS, PRIORITIES, CircuitState, Decision, Priority
+from sluice.decision import BUILTIN_CONSERVATIVE_MS, PRIORITIES, CircuitState, Decision, Excess, Priority
 from sluice.sources.base import SourceView
 from sluice.stale import operator_ttl
 
@@ -73,12 +75,20 @@ class Plan:
     stale_age: float | None = None
     observe: tuple[str, ...] = ()
     observe_probe: Probe | None = None
+    admit_ratio: float = 1.0
+    excess: Excess = "wait"
+
+    @property
+    def paced(self) -> bool:
+        """DrainTime pacing applies: each message needs a token."""
+        return self.admit_ratio < 1
 
     @property
     def passthrough(self) -> bool:
         """Nothing to apply or count: the hot path may produce at once."""
         return (
             self.delay_s <= 0
+            and self.admit_ratio >= 1
             and not self.shed
             and self.reject is None
             and self.probe is None
@@ -110,6 +120,8 @@ class _Acc:
     shed: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, False))
     zone: dict[str, str] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, "green"))
     observe: dict[str, list[str]] = field(default_factory=lambda: {p: [] for p in PRIORITIES})
+    admit_ratio: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 1.0))
+    excess: dict[str, Excess] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, "wait"))
     reject: tuple[str, str] | None = None
     probe_key: tuple[str, int, float] | None = None
     observe_probe_key: tuple[str, int, float] | None = None
@@ -194,6 +206,8 @@ def build_plans(
             stale_age=age if stale_block == "decision" else None,
             observe=tuple(acc.observe[p]),
             observe_probe=observe_probe,
+            admit_ratio=acc.admit_ratio[p],
+            excess=acc.excess[p],
         )
         for i, p in enumerate(PRIORITIES)
     }
@@ -227,9 +241,16 @@ def _apply_decision(acc: _Acc, decision: Decision) -> None:
                 acc.observe[p].append("delay")
             if would_shed:
                 acc.observe[p].append("shed")
+            would_ratio = pd.would_admit_ratio if pd.would_admit_ratio is not None else pd.admit_ratio
+            if would_ratio is not None and would_ratio < 1:
+                acc.observe[p].append("pace")
         else:
             acc.delay_ms[p] = float(pd.delay_ms)
             acc.shed[p] = pd.shed
+            if pd.admit_ratio is not None:
+                acc.admit_ratio[p] = pd.admit_ratio
+            if pd.excess is not None:
+                acc.excess[p] = pd.excess
 
 
 def _apply_circuit(acc: _Acc, circuit: CircuitState, *, observe: bool) -> None:

@@ -31,7 +31,13 @@ from prometheus_client import CollectorRegistry
 
 from sluice.admission import Admission, Step
 from sluice.callbacks import inside_callback
-from sluice.config import DEFAULT_CLOSE_TIMEOUT_S, client_conf, validate_options
+from sluice.config import (
+    DEFAULT_CLOSE_TIMEOUT_S,
+    DEFAULT_PACING_MAX_WAIT_S,
+    DEFAULT_PACING_WINDOW_S,
+    client_conf,
+    validate_options,
+)
 from sluice.core import NEG_INF, ProducerCore, _monotonic
 from sluice.decision import PRIORITIES
 from sluice.dlq import DeadLetter, normalize_headers
@@ -66,7 +72,10 @@ class ThrottledProducer(ProducerCore):
     updated with ``dlq_conf`` (a longer ``message.timeout.ms``, another cluster...), at construction,
     so a bad ``dlq_conf`` is refused here. ``policy`` (``"namespace/name"``) ignores documents of any
     other policy (a mis-mounted ConfigMap). ``close_timeout`` bounds `close` and leaving a ``with``
-    block. The decision source belongs to the caller: `close` does not close it.
+    block. The decision source belongs to the caller: `close` does not close it. Under a decision
+    with ``admitRatio < 1`` (DrainTime control) a priority is paced to that share of its offered
+    rate measured over ``pacing_window_s``; a message of an ``excess: wait`` priority waits at most
+    ``pacing_max_wait_s`` for a token (`sluice.pacing`, docs/sdk.md).
     """
 
     def __init__(
@@ -90,11 +99,14 @@ class ThrottledProducer(ProducerCore):
         fail_closed_seconds: float = 10.0,
         error_rate_threshold: float = 0.05,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        pacing_window_s: float = DEFAULT_PACING_WINDOW_S,
+        pacing_max_wait_s: float = DEFAULT_PACING_MAX_WAIT_S,
     ) -> None:
         on_timeout = on_timeout or ("retry" if at_least_once else "dlq")
         validate_options(on_shed=on_shed, dlq_topic=dlq_topic, dlq_conf=dlq_conf, on_stale=on_stale,
                          on_timeout=on_timeout, at_least_once=at_least_once, reports=delivery_reports,
-                         close_timeout=close_timeout)
+                         close_timeout=close_timeout, pacing_window_s=pacing_window_s,
+                         pacing_max_wait_s=pacing_max_wait_s)
         self._source = decisions
         self.dlq_topic = dlq_topic
         self.on_shed: OnShed = on_shed
@@ -107,6 +119,8 @@ class ThrottledProducer(ProducerCore):
         self.fail_closed_seconds = fail_closed_seconds
         self.error_rate_threshold = error_rate_threshold
         self.close_timeout = close_timeout
+        self.pacing_window_s = pacing_window_s
+        self.pacing_max_wait_s = pacing_max_wait_s
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self._init_core()
@@ -119,7 +133,7 @@ class ThrottledProducer(ProducerCore):
         self._poll = self._producer.poll
 
         self.counts = Counts()
-        self._sent = self.counts.sent
+        self._sent = self.counts.fast_sent  # the passthrough path's one counter (sent and offered)
         client_id = f"{self._conf.get('client.id', 'sluice')}-dlq"
         dlq_full_conf = client_conf({**conf, "client.id": client_id, **(dlq_conf or {})}, only_errors=False,
                                     own_callbacks=own)
@@ -155,9 +169,10 @@ class ThrottledProducer(ProducerCore):
     ) -> None:
         """Produce one message, applying the decision in force for ``priority``.
 
-        Raises `CircuitOpenError`, `ShedError`, `StaleDecisionError`, `ProducerClosedError` or a
-        `ProduceError` when the message is not accepted. An accepted message ends in exactly one of:
-        delivered, dead-lettered, failed (known not written) or in doubt (may have been written).
+        Raises `CircuitOpenError`, `ShedError`, `PacedError`, `StaleDecisionError`,
+        `ProducerClosedError` or a `ProduceError` when the message is not accepted. An accepted
+        message ends in exactly one of: delivered, dead-lettered, failed (known not written) or in
+        doubt (may have been written).
         """
         if _monotonic() > self._deadline:
             self._tick()
@@ -201,6 +216,13 @@ class ThrottledProducer(ProducerCore):
 
     def _admit(self, adm: Admission, step: Step) -> None:
         """Run an admission to its end, blocking (waits serve delivery reports)."""
+        try:
+            self._drive(adm, step)
+        except BaseException:
+            adm.abandon(_monotonic())  # e.g. KeyboardInterrupt in a wait: give back a pacing ticket
+            raise
+
+    def _drive(self, adm: Admission, step: Step) -> None:
         while True:
             if step is Step.WAIT:
                 self._wait(adm.wait_s)
@@ -221,6 +243,13 @@ class ThrottledProducer(ProducerCore):
 
     async def _aadmit(self, adm: Admission, step: Step) -> None:
         """Run an admission to its end without blocking the event loop."""
+        try:
+            await self._adrive(adm, step)
+        except BaseException:
+            adm.abandon(_monotonic())  # e.g. the task was cancelled while it waited for a token
+            raise
+
+    async def _adrive(self, adm: Admission, step: Step) -> None:
         while True:
             if step is Step.WAIT:
                 await asyncio.sleep(adm.wait_s)

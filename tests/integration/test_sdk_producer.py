@@ -185,7 +185,8 @@ def test_observe_applies_nothing_but_counts(make: Any, topic: str) -> None:
     assert producer.flush(10) == 0
     assert producer.outcomes().delivered == 3
     assert producer.counts.delayed == [0, 0, 0] and producer.counts.shed == [0, 0, 0]
-    assert producer.counts.observed == {"delay": [1, 0, 2], "shed": [0, 0, 2], "reject_open": [1, 0, 2]}
+    assert producer.counts.observed == {"delay": [1, 0, 2], "shed": [0, 0, 2], "reject_open": [1, 0, 2],
+                                       "pace": [0, 0, 0]}
 
 
 def test_decision_changes_apply_to_a_running_producer(make: Any, topic: str) -> None:

@@ -54,16 +54,22 @@ def make_decision(
     fallback: Mapping[str, int] | None = None,
     policy: tuple[str, str] = ("default", "orders"),
     generated_ago: float = 0.0,
+    admit_ratio: Mapping[str, float] | None = None,
+    excess: Mapping[str, str] | None = None,
 ) -> Decision:
-    """A Decision document as the operator would publish it."""
+    """A Decision document as the operator would publish it (``admit_ratio``: DrainTime pacing)."""
     delays = dict.fromkeys(("high", "medium", "low"), delay_ms) if isinstance(delay_ms, int) else dict(delay_ms)
     observe = enforcement == "Observe"
 
     def one(p: str) -> PriorityDecision:
         d, s = int(delays.get(p, 0)), p in shed
+        ratio = (admit_ratio or {}).get(p)
+        how = (excess or {}).get(p)
         if observe:
-            return PriorityDecision(zone=zone, delay_ms=0, shed=False, would_delay_ms=d, would_shed=s)
-        return PriorityDecision(zone=zone, delay_ms=d, shed=s)
+            return PriorityDecision(zone=zone, delay_ms=0, shed=False, would_delay_ms=d, would_shed=s,
+                                    would_admit_ratio=ratio)
+        return PriorityDecision(zone=zone, delay_ms=d, shed=s, admit_ratio=ratio,
+                                excess=how)  # type: ignore[arg-type]
 
     now = utcnow() - timedelta(seconds=generated_ago)
     return Decision(
