@@ -163,7 +163,7 @@ def producers() -> Board:
               [_query_var("namespace", "Policy namespace", "label_values(sluice_producer_applied_epoch, policy_namespace)"),
                _query_var("policy", "Policy",
                           'label_values(sluice_producer_applied_epoch{policy_namespace=~"$namespace"}, policy)')])
-    outcomes = "sent|delayed|shed|rejected_open|rejected_stale|dead_lettered|failed|in_doubt"
+    outcomes = "sent|delayed|shed|rejected_open|rejected_stale|rejected_paced|dead_lettered|failed|in_doubt"
     b.panel("Messages by outcome and priority", "Per second: sent, delayed, shed, rejected (circuit open or "
             "stale decision), dead-lettered, failed, in doubt.", [
                 (f'sum by (priority, outcome) (rate(sluice_producer_messages_total{{{PROD}, outcome=~"{outcomes}"}}[{RI}]))',
