@@ -53,7 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("policy", type=Path, metavar="POLICY.yaml")
     simulate.add_argument("--scenario", required=True, type=Path, metavar="SCENARIO.yaml")
     simulate.add_argument("--out", type=Path, default=Path("sim-report"), metavar="DIR")
-    simulate.add_argument("--mode", choices=["none", "origin", "sluice"], default="sluice")
+    simulate.add_argument(
+        "--mode",
+        choices=["none", "origin", "zones", "drain", "sluice"],
+        default=None,
+        help="none | origin | zones (the policy in Zones mode; 'sluice' is its old name) | drain (DrainTime); "
+        "default: the policy's own spec.control.mode",
+    )
     simulate.add_argument("--seed", type=int, default=None)
 
     demo = sub.add_parser("demo", help="closed-loop demo on this machine (embedded Kafka, no cluster)")

@@ -84,6 +84,10 @@ def test_every_mode_runs_and_control_bounds_the_backlog(mode: str) -> None:
     if mode == "none":
         assert all(d["goodput"] == d["offered"] and d["shed"] == 0 for d in doc["priorities"].values())
         assert doc["surge"]["goodputVsCapacity"] > 2.5  # everything offered got through
+    elif mode == "drain":  # low sheds: its excess over admitRatio x offer is shed, not held back
+        assert low["goodput"] < 0.7 * low["offered"] and low["shed"] > 0
+        assert doc["control"]["pacingEvaluations"] > 0
+        assert doc["backlog"]["peak"] * 3 < none["backlog"]["peak"]
     else:
         assert low["goodput"] + low["shed"] < low["offered"]  # delays held some back
         assert doc["backlog"]["peak"] * 3 < none["backlog"]["peak"]
