@@ -45,6 +45,7 @@ BENCHMARKS = (
     ("operator_cycle", "operator_cycle.py", "operator polling cycle: requests, API writes, CPU per cycle"),
     ("sdk_overhead", "sdk_overhead.py", "producer SDK overhead over plain confluent-kafka"),
     ("control_quality", "control_quality.py", "closed-loop control quality (simulated): none vs origin vs Sluice"),
+    ("drain_control", "drain_control.py", "DrainTime control (simulated): none vs origin vs zones vs drain, 20 seeds"),
 )
 #: Where the measured number of a `{name: goal}` target lives, when it is not under `name`.
 MEASURED_KEYS = {
