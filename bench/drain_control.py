@@ -44,6 +44,7 @@ for entry in (ROOT / "operator", ROOT / "sdk"):
 
 from sluice.decision import PRIORITIES  # noqa: E402
 from sluice_operator.api.policy import BackpressurePolicy, BackpressurePolicySpec  # noqa: E402
+from sluice_operator.engine.drain import FILL_GAIN  # noqa: E402
 from sluice_operator.engine.zones import ZONE_INDEX  # noqa: E402
 from sluice_operator.simulate import MODES, Mode, Scenario, SimulationResult, parse_scenario, simulate  # noqa: E402
 from sluice_operator.simulate.metrics import direction_changes, recovery_seconds  # noqa: E402
@@ -508,7 +509,21 @@ def markdown(result: Doc) -> str:
             f"| {t['name']} | {t['target']} | {fmt(t['measured'], 3)}{t['unit']} | "
             f"**{'MET' if t['met'] else 'NOT MET'}** | {per} |"
         )
-    lines += ["", "## Side by side", ""]
+    lines += [
+        "",
+        "Why the settling and oscillation targets fail: below L* the engine's allowed rate is "
+        f"R = mu (1 + {FILL_GAIN:g} (L* - L) / L*), a loop gain of {FILL_GAIN:g} mu / L* per second; above L* it is "
+        "1 / drainSeconds. A loop with dead time theta is stable only for gain x theta below ~pi/2 (~1.6). "
+        "Gain x theta below L* per scenario (mu = nominal capacity at the start of the overload): "
+        + ", ".join(f"{n} {g:.1f}" for n, g in result["fillGainTheta"].items())
+        + f"; above L*: theta / drainSeconds <= {max(result['drainGainTheta'].values(), default=0):.2f}. So the "
+        "loop is a relay below L*: the 10 s-old backlog crosses L*, R jumps towards 2 mu, the backlog overshoots "
+        "by ~mu x theta, and it is worked off at 1/drainSeconds - the limit cycle the turns and the band measure. "
+        "A larger targetLag lowers the gain (see the sensitivity table).",
+        "",
+        "## Side by side",
+        "",
+    ]
     for name, row in result["scenarios"].items():
         lines += [
             f"### {name} (theta {row['theta']:.1f} s, peak bound {fmt(row['peakBound'])})",
@@ -608,6 +623,13 @@ def main(argv: list[str] | None = None) -> int:
             result["scenarios"][name] = row
             log(f"  {name}: none / origin / zones / drain x {seeds} seeds done")
         result["targets"] = check_targets(spec, scenarios, result["scenarios"])
+        result["fillGainTheta"], result["drainGainTheta"] = {}, {}
+        for name, scenario in scenarios.items():
+            if scenario.surge is None or not _sustained(scenario, theta(spec, scenario)):
+                continue
+            mu = Schedule(scenario.consumer.capacity).at(scenario.surge.start)
+            result["fillGainTheta"][name] = FILL_GAIN * mu / c.target_lag * theta(spec, scenario)
+            result["drainGainTheta"][name] = theta(spec, scenario) / c.drain_seconds
         result["sensitivity"] = [] if args.quick else sensitivity(spec, scenarios, pool)
     result["seconds"] = time.perf_counter() - started
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}

@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=90.0, help="seconds (default 90)")
     demo.add_argument("--out", type=Path, default=Path("demo-report"), metavar="DIR")
     demo.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
+    demo.add_argument(
+        "--control",
+        choices=["zones", "drain"],
+        default="zones",
+        help="zones (backlog zones, per-message delays; the default) or drain (DrainTime: admitRatio per priority)",
+    )
     return parser
 
 

@@ -40,6 +40,9 @@ SAMPLE_EVERY = 0.5
 PARTITIONS = 6
 BROKERS = 3
 _TRANSITION = re.compile(r"^(?P<old>[\w-]+) -> (?P<new>[\w-]+): (?P<reason>.*)$", re.S)
+#: The engine's reason text under DrainTime (engine.evaluate): the allowed rate R and mu-hat.
+_DRAIN_REASON = re.compile(r"DrainTime: admitting (?P<allowed>[-+.\deE]+)/s of .*?\(drain rate (?P<mu>[-+.\deE]+)/s")
+_DEGRADED_REASON = re.compile(r"DrainTime degraded to Zones: (?P<why>[^;]*)")
 
 
 class View(Protocol):
@@ -59,6 +62,7 @@ class DemoConfig:
     duration: float = 90.0
     capacity: float = scenario.CAPACITY
     workers: int = WORKERS
+    control: str = "zones"  # zones | drain (the policy in DrainTime mode)
 
 
 @dataclass
@@ -98,7 +102,7 @@ def run_demo(config: DemoConfig, view_factory: ViewFactory, *, started: float | 
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-demo-")))
         cluster = stack.enter_context(MockKafkaCluster(num_brokers=BROKERS))
-        objects = render(source, root / "policies", cluster.bootstrap_servers)
+        objects = render(source, root / "policies", cluster.bootstrap_servers, control=config.control)
         cluster.create_topics({objects.topic: PARTITIONS})
         consumer = CappedConsumer(cluster.bootstrap_servers, objects.group, objects.topic, config.capacity)
         consumer.start()
@@ -111,7 +115,7 @@ async def _run(config: DemoConfig, view_factory: ViewFactory, cluster: MockKafka
                objects: DemoObjects, decisions: Path, started: float) -> DemoRun:
     clock = _Clock()
     problems: list[str] = []
-    timeline = Timeline(phases=(), capacity=config.capacity)
+    timeline = Timeline(phases=(), capacity=config.capacity, control=config.control)
     signals = build_signals(Settings.from_env({}), with_prometheus=False)
     read_lag = signals.kafka_lag
     assert read_lag is not None
@@ -221,6 +225,8 @@ async def _sample(fleet: ProducerFleet, consumer: CappedConsumer, objects: DemoO
             circuit = decision.circuit
         lag = timeline.readings[-1].value if timeline.readings else None
         priorities = decision.priorities if decision is not None else None
+        reason = (decision.reason or "") if decision is not None else ""
+        drain, degraded = _DRAIN_REASON.search(reason), _DEGRADED_REASON.search(reason)
         timeline.samples.append(Sample(
             t=now,
             phase=scenario.phase_at(timeline.phases, now).name,
@@ -234,6 +240,10 @@ async def _sample(fleet: ProducerFleet, consumer: CappedConsumer, objects: DemoO
             circuit_epoch=circuit.epoch if circuit is not None else None,
             counts=fleet.snapshot(),
             consumed=consumer.consumed,
+            admit={p: (priorities.get(p).admit_ratio if priorities else None) for p in PRIORITIES},
+            operator_mu=float(drain["mu"]) if drain else None,
+            allowed=float(drain["allowed"]) if drain else None,
+            degraded=degraded["why"].strip() if degraded else None,
         ))
         view.update(timeline)
         if now >= end:
