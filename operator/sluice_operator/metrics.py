@@ -88,6 +88,21 @@ class OperatorMetrics:
         self.compliance_ratio = Gauge(
             "sluice_policy_compliance_ratio", "Share of producers applying the current epoch.", pol, registry=r
         )
+        # DrainTime control (docs: README "Two ways to control").
+        self.admit_ratio = Gauge(
+            "sluice_policy_admit_ratio", "Published admitRatio per priority (1: not paced).",
+            [*pol, "priority"], registry=r,
+        )
+        self.offered_rate = Gauge(
+            "sluice_policy_offered_rate", "Offered msgs/s per priority the rate loop measured.",
+            [*pol, "priority"], registry=r,
+        )
+        self.allowed_rate = Gauge(
+            "sluice_policy_allowed_rate", "Total msgs/s the rate loop admits (R).", pol, registry=r
+        )
+        self.consumption_rate = Gauge(
+            "sluice_policy_consumption_rate", "The consumer's drain rate (mu, smoothed, msgs/s).", pol, registry=r
+        )
         self.circuit_failures = Gauge(
             "sluice_circuit_failures", "Failing evaluations inside the trip window.", ["circuit"], registry=r
         )
@@ -115,7 +130,7 @@ class OperatorMetrics:
 
     def forget_policy(self, namespace: str, policy: str) -> None:
         for priority in PRIORITIES:
-            for gauge in (self.zone, self.delay_ms, self.shed):
+            for gauge in (self.zone, self.delay_ms, self.shed, self.admit_ratio, self.offered_rate):
                 try:
                     gauge.remove(namespace, policy, priority)
                 except KeyError:
@@ -126,7 +141,8 @@ class OperatorMetrics:
                 except KeyError:
                     pass
         for gauge in (self.backlog, self.smoothed_backlog, self.signal_available, self.fallback, self.epoch,
-                      self.last_good, self.stale_after, self.compliance_producers, self.compliance_ratio):
+                      self.last_good, self.stale_after, self.compliance_producers, self.compliance_ratio,
+                      self.allowed_rate, self.consumption_rate):
             try:
                 gauge.remove(namespace, policy)
             except KeyError:

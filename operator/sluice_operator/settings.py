@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
-from sluice_operator.sources.lag_query import DEFAULT_LAG_TEMPLATE
+from sluice_operator.sources.lag_query import DEFAULT_CONSUMPTION_TEMPLATE, DEFAULT_LAG_TEMPLATE
 
 
 class SettingsError(ValueError):
@@ -53,6 +53,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Others must use consumerGroup + topics. Empty allows none."),
     Setting("SLUICE_LAG_QUERY_TEMPLATE", DEFAULT_LAG_TEMPLATE,
             "PromQL template for structured sources; {group} and {topics} are filled with escaped values."),
+    Setting("SLUICE_CONSUMPTION_QUERY_TEMPLATE", DEFAULT_CONSUMPTION_TEMPLATE,
+            "PromQL template for the consumer's drain rate (msgs/s) of structured sources, read by "
+            "DrainTime policies; {group} and {topics} as in SLUICE_LAG_QUERY_TEMPLATE."),
     Setting("SLUICE_QUERY_CACHE_SECONDS", "1",
             "Policies with the same query inside this window share one Prometheus request."),
     Setting("SLUICE_MAX_CONCURRENT_QUERIES", "8", "Size of the thread pool for Prometheus and Kafka calls."),
@@ -117,6 +120,7 @@ class Settings:
     default_interval_seconds: float
     raw_query_namespaces: tuple[str, ...]
     lag_query_template: str
+    consumption_query_template: str
     query_cache_seconds: float
     max_concurrent_queries: int
     api_qps: float
@@ -172,6 +176,12 @@ class Settings:
                 "SLUICE_LAG_QUERY_TEMPLATE must contain the placeholders {group} and {topics} "
                 "(double other braces: {{ and }})"
             )
+        consumption = get("SLUICE_CONSUMPTION_QUERY_TEMPLATE")
+        if "{group}" not in consumption or "{topics}" not in consumption:
+            raise SettingsError(
+                "SLUICE_CONSUMPTION_QUERY_TEMPLATE must contain the placeholders {group} and {topics} "
+                "(double other braces: {{ and }})"
+            )
         level = get("SLUICE_LOG_LEVEL").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"SLUICE_LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
@@ -199,6 +209,7 @@ class Settings:
                                              get("SLUICE_DEFAULT_INTERVAL_SECONDS"), minimum=1, maximum=3600),
             raw_query_namespaces=_list(get("SLUICE_RAW_QUERY_NAMESPACES")),
             lag_query_template=template,
+            consumption_query_template=consumption,
             query_cache_seconds=_number("SLUICE_QUERY_CACHE_SECONDS", get("SLUICE_QUERY_CACHE_SECONDS"),
                                         minimum=0, maximum=60),
             max_concurrent_queries=int(_number("SLUICE_MAX_CONCURRENT_QUERIES",

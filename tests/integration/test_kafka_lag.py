@@ -104,6 +104,12 @@ async def test_lag_is_exact_after_partial_commits(cluster: MockKafkaCluster, sou
     assert reading.value == 3 + 0 + 10
     assert reading.series == 3
     assert reading.reason == "Ok"
+    assert reading.consumed == 7 + 10 + 0  # the group's position: what DrainTime's mu is the rate of
+
+    # DrainTime in kafka mode: mu is the change of that position between two polls.
+    _consume_and_commit(cluster.bootstrap_servers, "billing", {"orders": {0: 10, 2: 4}})
+    later = await source.read_lag(cluster.bootstrap_servers, "billing", ["orders"], timeout_seconds=5)
+    assert later.consumed is not None and later.consumed - reading.consumed == 3 + 4
 
 
 async def test_records_deleted_by_retention_are_not_lag(cluster: MockKafkaCluster, source: KafkaLagSource) -> None:

@@ -66,6 +66,7 @@ class Rates(NamedTuple):
 
     consumed: float | None
     offered: Triple | None  # high, medium, low (msgs/s); None: unknown
+    problem: str | None = None  # the reader's own words for what is missing (shown when degraded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,10 @@ def degraded_reason(backlog: float | None, rates: Rates | None) -> str | None:
     """Why this poll cannot run the rate loop (None: it can)."""
     if backlog is None:
         return "no backlog reading"
+    if rates is not None and rates.problem is not None and not (
+        _usable(rates.consumed) and rates.offered is not None and all(_usable(o) for o in rates.offered)
+    ):
+        return rates.problem
     if rates is None or not _usable(rates.consumed):
         return "no consumption rate (mu): check source.prometheus.consumptionQuery or the consumer's offsets"
     if rates.offered is None or not all(_usable(o) for o in rates.offered):

@@ -29,10 +29,18 @@ from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.compliance import check_compliance
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
 from sluice_operator.reconcile.cycle import Cycle, CycleOptions
+from sluice_operator.reconcile.policy_conditions import (
+    control_condition,
+    fmt_count,
+    policy_event,
+    publish_conditions,
+    signal_conditions,
+)
 from sluice_operator.reconcile.ports import EventSink, Sink
+from sluice_operator.reconcile.rates import KafkaPosition, read_rates
 from sluice_operator.reconcile.signals import Signals
 from sluice_operator.scheduler import ScheduleEntry, jittered
-from sluice_operator.sources.reading import Reading, SignalStatus
+from sluice_operator.sources.reading import Reading
 from sluice_operator.validation import spec_or_none, validation_message
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,7 @@ class PolicyState:
     first_seen: float | None = None  # wall clock of the first evaluation (signal never readable yet)
     compliance: dict[str, Any] | None = None  # status.compliance (spec.compliance)
     compliance_due: float = 0.0  # monotonic
+    kafka_position: KafkaPosition | None = None  # kafka mode's last committed position (DrainTime)
 
     @classmethod
     def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
@@ -87,11 +96,6 @@ class CycleResult:
     reading: Reading
 
 
-def _event(state: PolicyState, type_: str, reason: str, message: str) -> Event:
-    return Event("BackpressurePolicy", state.namespace, state.name, state.uid,
-                 "Warning" if type_ == "Warning" else "Normal", reason, message)
-
-
 class PolicyCycle(Cycle):
     """Runs one evaluation of a policy; shared by cluster and local mode."""
 
@@ -107,11 +111,17 @@ class PolicyCycle(Cycle):
         started = self.clock()
         reading, kind = await self.signals.read_policy(state.namespace, spec)
         emits: list[Event] = []
-        conditions_changed = self._signal_conditions(state, reading, generation, emits)
+        conditions_changed = signal_conditions(state, reading, generation, emits)
 
         now_wall = self.wallclock()
         backlog = reading.value if reading.ok else None
-        outcome = engine.evaluate(spec, backlog, now_wall.timestamp(), state.memory, signal=kind)
+        rates = None
+        if spec.control.mode == "DrainTime" and reading.ok:
+            rates, _problem, state.kafka_position = await read_rates(
+                self.signals, state.namespace, state.name, spec, reading, state.kafka_position, self.clock()
+            )
+        outcome = engine.evaluate(spec, backlog, now_wall.timestamp(), state.memory, signal=kind, rates=rates)
+        conditions_changed |= control_condition(state, spec, outcome, generation, emits)
         circuit = self.circuits(spec.circuit_breaker_ref) if spec.circuit_breaker_ref else None
         configmap = spec.output.config_map_name or policy_configmap(state.name)
         candidate = engine.build_decision(
@@ -127,10 +137,10 @@ class PolicyCycle(Cycle):
         decision = candidate if epoch == candidate.epoch else candidate.model_copy(update={"epoch": epoch})
 
         for priority, old, new in outcome.zone_changes:
-            emits.append(_event(state, "Normal" if new == "green" else "Warning", "ZoneChanged",
-                                f"{priority} priority: {old} -> {new} at backlog {_fmt(backlog)}"))
+            emits.append(policy_event(state, "Normal" if new == "green" else "Warning", "ZoneChanged",
+                                f"{priority} priority: {old} -> {new} at backlog {fmt_count(backlog)}"))
         if outcome.fallback_engaged and not state.fallback:
-            emits.append(_event(state, "Warning", "FallbackEngaged",
+            emits.append(policy_event(state, "Warning", "FallbackEngaged",
                                 f"signal unavailable; {spec.fallback.mode} fallback: {outcome.reason}"))
         state.fallback = outcome.fallback_engaged
 
@@ -140,14 +150,10 @@ class PolicyCycle(Cycle):
             result = await self.sink.publish(state.namespace, configmap, owner, {DECISION_KEY: to_json(decision)})
             published = result.outcome
             self.metrics.configmap_writes.labels(outcome=result.outcome.value).inc()
-            conditions_changed |= self._publish_conditions(state, result.outcome, result.message, generation, emits)
+            conditions_changed |= publish_conditions(state, result.outcome, result.message, generation, emits)
             if result.outcome.wrote:
-                summary = ", ".join(
-                    f"{p}={decision.priorities.get(p).zone}/{decision.priorities.get(p).delay_ms}ms"
-                    + ("/shed" if decision.priorities.get(p).shed else "")
-                    for p in PRIORITIES
-                )
-                log.info("published epoch %d (%s, backlog %s): %s", epoch, decision.source, _fmt(backlog), summary,
+                summary = ", ".join(_summary(p, decision) for p in PRIORITIES)
+                log.info("published epoch %d (%s, backlog %s): %s", epoch, decision.source, fmt_count(backlog), summary,
                          extra={"kind": "BackpressurePolicy", "namespace": state.namespace, "object": state.name})
             elif not result.outcome.ok:
                 log.warning("not published: %s %s", result.outcome.value, result.message,
@@ -203,53 +209,6 @@ class PolicyCycle(Cycle):
             state.compliance = result.status
         return changed
 
-    def _signal_conditions(self, state: PolicyState, reading: Reading, generation: int | None,
-                           emits: list[Event]) -> bool:
-        changed = False
-        if reading.status is SignalStatus.SPEC_ERROR:
-            changed |= state.conditions.set("Valid", "False", reading.reason, reading.message, generation)
-        else:
-            changed |= state.conditions.set("Valid", "True", "SpecValid", "the spec is valid", generation)
-        if reading.ok:
-            changed |= state.conditions.set("SignalAvailable", "True", "SignalRead",
-                                            f"backlog {_fmt(reading.value)}", generation)
-            if state.signal_ok is False:
-                emits.append(_event(state, "Normal", "SignalRestored", f"backlog {_fmt(reading.value)} read again"))
-            state.signal_ok = True
-        else:
-            changed |= state.conditions.set("SignalAvailable", "False", reading.reason or "Unavailable",
-                                            reading.message, generation)
-            if state.signal_ok is not False:
-                emits.append(_event(state, "Warning", "SignalLost", f"{reading.reason}: {reading.message}"))
-            state.signal_ok = False
-        if reading.partial:
-            changed |= state.conditions.set("PartialData", "True", "PrometheusWarnings", reading.message, generation)
-        else:
-            changed |= state.conditions.remove("PartialData")
-        return changed
-
-    def _publish_conditions(self, state: PolicyState, outcome: PublishOutcome, message: str,
-                            generation: int | None, emits: list[Event]) -> bool:
-        changed = False
-        if outcome is PublishOutcome.CONFLICT:
-            if not state.conditions.is_true("Conflict"):
-                emits.append(_event(state, "Warning", "ConfigMapConflict", message))
-            changed |= state.conditions.set("Conflict", "True", "UnmanagedConfigMap", message, generation)
-            changed |= state.conditions.set("Ready", "False", "ConfigMapConflict", message, generation)
-        elif outcome is PublishOutcome.TERMINATING:
-            changed |= state.conditions.set("Ready", "False", "NamespaceTerminating",
-                                            f"not publishing: {message}", generation)
-        elif outcome is PublishOutcome.FAILED:
-            changed |= state.conditions.set("Ready", "False", "PublishFailed", message, generation)
-        else:
-            changed |= state.conditions.remove("Conflict")
-            valid = state.conditions.is_true("Valid")
-            changed |= state.conditions.set(
-                "Ready", "True" if valid else "False", "Published" if valid else "InvalidSpec",
-                "decision published" if valid else "decision published from fallback; fix the spec", generation,
-            )
-        return changed
-
     def _status(self, state: PolicyState, spec: BackpressurePolicySpec, decision: Decision, outcome: engine.Outcome,
                 backlog: float | None, generation: int | None, configmap: str) -> dict[str, Any]:
         status: dict[str, Any] = dict(engine.policy_to_status(outcome.memory))
@@ -296,6 +255,14 @@ class PolicyCycle(Cycle):
             for zone in ("green", "yellow", "red"):
                 m.threshold.labels(ns, name, priority, zone).set(getattr(window, zone))
             m.shed.labels(ns, name, priority).set(1 if memory.shed[i] else 0)
+            if spec.control.mode == "DrainTime":
+                m.admit_ratio.labels(ns, name, priority).set(memory.control.admit[i] if memory.pacing else 1.0)
+                offered = memory.control.offered
+                m.offered_rate.labels(ns, name, priority).set(float("nan") if offered is None else offered[i])
+        if spec.control.mode == "DrainTime":
+            allowed, mu = outcome.allowed_rate, outcome.consumption_rate
+            m.allowed_rate.labels(ns, name).set(float("nan") if allowed is None else allowed)
+            m.consumption_rate.labels(ns, name).set(float("nan") if mu is None else mu)
         m.signal_available.labels(ns, name).set(1 if reading.ok else 0)
         m.fallback.labels(ns, name).set(1 if outcome.fallback_engaged else 0)
         m.epoch.labels(ns, name).set(state.epoch)
@@ -312,8 +279,12 @@ class PolicyCycle(Cycle):
             m.compliance_ratio.labels(ns, name).set(float("nan") if ratio is None else ratio)
 
 
-def _fmt(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:g}"
+def _summary(priority: str, decision: Decision) -> str:
+    entry = decision.priorities.get(priority)  # type: ignore[arg-type]
+    text = f"{priority}={entry.zone}/{entry.delay_ms}ms"
+    if entry.admit_ratio is not None:
+        text += f"/admit {entry.admit_ratio:g}"
+    return text + ("/shed" if entry.shed else "")
 
 
 class PolicyReconciler:
@@ -359,7 +330,7 @@ class PolicyReconciler:
             if changed and self.cycle.leading():
                 await self.cycle.sink.write_status("backpressurepolicies", state.namespace, state.name, {
                     "observedGeneration": generation, "conditions": state.conditions.as_list()})
-                await self.cycle.events.emit(_event(state, "Warning", "InvalidSpec", message))
+                await self.cycle.events.emit(policy_event(state, "Warning", "InvalidSpec", message))
             parsed = None
         else:
             source = parsed.source.prometheus

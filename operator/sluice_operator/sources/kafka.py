@@ -401,10 +401,12 @@ def _read_lag_blocking(
     except _Failed as failed:
         return failed.reading
     total = 0
+    consumed = 0
     for tp in partitions:
         key = (tp.topic, tp.partition)
         total += partition_lag(high[key], low[key], committed.get(key))
-    return Reading(SignalStatus.OK, value=float(total), reason="Ok", series=len(partitions))
+        consumed += high[key] - partition_lag(high[key], low[key], committed.get(key))
+    return Reading(SignalStatus.OK, value=float(total), reason="Ok", series=len(partitions), consumed=float(consumed))
 
 
 class KafkaLagSource:

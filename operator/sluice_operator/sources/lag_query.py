@@ -17,6 +17,7 @@ import string
 from collections.abc import Iterable
 
 __all__ = [
+    "DEFAULT_CONSUMPTION_TEMPLATE",
     "DEFAULT_LAG_TEMPLATE",
     "LagTemplateError",
     "build_lag_query",
@@ -30,6 +31,10 @@ __all__ = [
 
 #: kafka-exporter's consumer-lag metric summed over the selected topics' partitions.
 DEFAULT_LAG_TEMPLATE = 'sum(kafka_consumergroup_lag{{consumergroup="{group}",topic=~"{topics}"}})'
+#: The group's drain rate (msgs/s, DrainTime control): kafka-exporter's committed offsets, as a rate.
+DEFAULT_CONSUMPTION_TEMPLATE = (
+    'sum(rate(kafka_consumergroup_current_offset{{consumergroup="{group}",topic=~"{topics}"}}[1m]))'
+)
 
 _FIELDS = frozenset({"group", "topics"})
 # Go regexp.QuoteMeta's set: what RE2 (Prometheus' regex engine) treats as special.

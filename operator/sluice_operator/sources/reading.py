@@ -34,6 +34,9 @@ class Reading:
     message: str = ""  # human text, <= MESSAGE_LIMIT chars (Prometheus' own message where there is one)
     partial: bool = False  # Prometheus returned warnings; the data is used but flagged PartialData
     series: int = 0
+    #: Kafka source only: the group's position summed over partitions (committed, or the low
+    #: watermark), so two readings give the drain rate (DrainTime control).
+    consumed: float | None = None
 
     @property
     def ok(self) -> bool:
