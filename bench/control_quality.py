@@ -38,7 +38,7 @@ for entry in (ROOT / "operator", ROOT / "sdk"):
         sys.path.insert(0, str(entry))
 
 from sluice_operator.api.policy import BackpressurePolicy, BackpressurePolicySpec, Smoothing  # noqa: E402
-from sluice_operator.simulate import MODES, Mode, Scenario, metrics, parse_scenario, simulate  # noqa: E402
+from sluice_operator.simulate import Mode, Scenario, metrics, parse_scenario, simulate  # noqa: E402
 from sluice_operator.validation import load_objects  # noqa: E402
 
 POLICY = ROOT / "examples" / "policy-sim.yaml"
@@ -46,6 +46,9 @@ SCENARIOS = ROOT / "examples" / "scenarios"
 OUT = ROOT / "bench" / ".cache" / "control_quality.json"
 OUT_MD = OUT.with_suffix(".md")
 SURGE, FLAPPING = "surge-3x", "flapping-edge"
+#: This benchmark compares the zone controllers; "sluice" is the simulator's old name of "zones"
+#: (the policy in Zones mode). DrainTime against all of them: bench/drain_control.py.
+MODES: tuple[Mode, ...] = ("none", "origin", "sluice")
 JITTERS = (0.0, 0.02, 0.05)
 SMOOTHINGS = ((1.0, 1.0), (0.7, 1.0), (0.5, 1.0), (1.0, 0.5), (0.7, 0.5))
 

@@ -45,6 +45,7 @@ BENCHMARKS = (
     ("operator_cycle", "operator_cycle.py", "operator polling cycle: requests, API writes, CPU per cycle"),
     ("sdk_overhead", "sdk_overhead.py", "producer SDK overhead over plain confluent-kafka"),
     ("control_quality", "control_quality.py", "closed-loop control quality (simulated): none vs origin vs Sluice"),
+    ("drain_control", "drain_control.py", "DrainTime control (simulated): none vs origin vs zones vs drain, 20 seeds"),
 )
 #: Where the measured number of a `{name: goal}` target lives, when it is not under `name`.
 MEASURED_KEYS = {
@@ -79,6 +80,7 @@ class Outcome:
     details_md: str | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)
+    kept: bool = False  # not run this time: the previous run's result (see previous_outcomes)
 
 
 def log(message: str) -> None:
@@ -283,6 +285,43 @@ def demote(markdown: str) -> str:
     return "\n".join(out).strip()
 
 
+def previous_outcomes(names: list[str]) -> dict[str, Outcome]:
+    """The last results of the benchmarks in `names`, from results.json and RESULTS.md (for --only).
+
+    A partial run keeps every benchmark it did not run as the previous run left it, so
+    `--only drain_control` does not erase the other sections.
+    """
+    try:
+        previous = json.loads(RESULTS_JSON.read_text(encoding="utf-8")).get("benchmarks", {})
+        markdown = RESULTS_MD.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return {}
+    sections: dict[str, str] = {}
+    for chunk in ("\n" + markdown).split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        sections[title.strip()] = body
+    about = {b[0]: b[2] for b in BENCHMARKS}
+    out = {}
+    for name in names:
+        entry = previous.get(name)
+        if not isinstance(entry, dict):
+            continue
+        outcome = Outcome(name, str(entry.get("script", "")).removeprefix("bench/"), about.get(name, ""))
+        outcome.status = str(entry.get("status", "not run"))
+        outcome.reason = str(entry.get("reason") or "")
+        outcome.returncode = entry.get("returncode")
+        outcome.seconds = entry.get("seconds")
+        outcome.result = entry.get("result")
+        outcome.targets = list(entry.get("targets") or [])
+        body = sections.get(name, "")
+        lines = body.strip().splitlines()
+        if lines and lines[0].startswith("`bench/"):
+            lines = lines[1:]  # our own "`bench/x.py`: what." line, written again
+        outcome.details_md = "\n".join(lines).strip() or None
+        out[name] = outcome
+    return out
+
+
 def results_markdown(outcomes: list[Outcome], info: dict[str, Any], date: str) -> str:
     lines = [
         "# Sluice benchmark results",
@@ -304,7 +343,7 @@ def results_markdown(outcomes: list[Outcome], info: dict[str, Any], date: str) -
     for o in outcomes:
         met = sum(1 for t in o.targets if t["met"] is True)
         counted = f"{met}/{len(o.targets)}" if o.targets else "-"
-        status = o.status + (f" ({o.reason})" if o.reason else "")
+        status = o.status + (f" ({o.reason})" if o.reason else "") + (" (previous run)" if o.kept else "")
         lines.append(f"| {o.name} | {o.about} | {status} | {counted} | {fmt(o.seconds and round(o.seconds, 1))} |")
     lines += [
         "",
@@ -332,6 +371,8 @@ def results_markdown(outcomes: list[Outcome], info: dict[str, Any], date: str) -
             lines.append(f"Not run: {o.reason}.")
         elif o.status == "failed":
             lines += [f"Failed: {o.reason}. Last lines of its output:", "", "```", *o.tail[-20:], "```"]
+        elif o.details_md and o.kept:
+            lines.append(o.details_md)
         elif o.details_md:
             lines.append(demote(o.details_md))
         elif isinstance(o.result, dict):
@@ -353,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Sluice benchmarks: {info['nproc']} CPUs, Python {info['python']}, {date}")
     outcomes = []
     chosen = [b for b in BENCHMARKS if not args.only or b[0] in args.only]
+    kept = previous_outcomes([b[0] for b in BENCHMARKS if b not in chosen]) if args.only else {}
     for i, (name, script, about) in enumerate(chosen, 1):
         log(f"[{i}/{len(chosen)}] {name}")
         outcome = Outcome(name, script, about)
@@ -362,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
             outcome.status, outcome.reason = "failed", f"{type(exc).__name__}: {exc}"
             log(f"--- {name}: failed ({outcome.reason})")
         outcomes.append(outcome)
+    if kept:
+        log(f"kept the previous results of {', '.join(kept)} (not run this time)")
+        for outcome in kept.values():
+            outcome.kept = True
+        ran = {o.name: o for o in outcomes}
+        outcomes = [ran.get(b[0]) or kept[b[0]] for b in BENCHMARKS if b[0] in ran or b[0] in kept]
 
     RESULTS_MD.write_text(results_markdown(outcomes, info, date), encoding="utf-8")
     RESULTS_JSON.write_text(

@@ -57,13 +57,25 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("policy", type=Path, metavar="POLICY.yaml")
     simulate.add_argument("--scenario", required=True, type=Path, metavar="SCENARIO.yaml")
     simulate.add_argument("--out", type=Path, default=Path("sim-report"), metavar="DIR")
-    simulate.add_argument("--mode", choices=["none", "origin", "sluice"], default="sluice")
+    simulate.add_argument(
+        "--mode",
+        choices=["none", "origin", "zones", "drain", "sluice"],
+        default=None,
+        help="none | origin | zones (the policy in Zones mode; 'sluice' is its old name) | drain (DrainTime); "
+        "default: the policy's own spec.control.mode",
+    )
     simulate.add_argument("--seed", type=int, default=None)
 
     demo = sub.add_parser("demo", help="closed-loop demo on this machine (embedded Kafka, no cluster)")
     demo.add_argument("--duration", type=float, default=90.0, help="seconds (default 90)")
     demo.add_argument("--out", type=Path, default=Path("demo-report"), metavar="DIR")
     demo.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
+    demo.add_argument(
+        "--control",
+        choices=["zones", "drain"],
+        default="zones",
+        help="zones (backlog zones, per-message delays; the default) or drain (DrainTime: admitRatio per priority)",
+    )
     return parser
 
 

@@ -82,3 +82,25 @@ def test_short_demo_contains_surge_and_trips_and_recovers_circuit(tmp_path: Path
 
     width, height = _png_size(out / "timeline.png")
     assert width >= 800 and height >= 600
+
+
+def test_short_demo_under_drain_control_reports_admit_ratio_or_why_not(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "operator"), str(REPO / "sdk"),
+                                                     env.get("PYTHONPATH", "")) if p)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice_operator.cli", "demo", "--duration", "20", "--no-live", "--control", "drain",
+         "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path,
+    )
+
+    assert done.returncode in (0, 1), f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "control: DrainTime" in done.stdout
+    control = json.loads((out / "summary.json").read_text())["control"]
+    assert control["mode"] == "drain" and control["samples"] > 0
+    # Either the producers held an admitRatio, or the timeline says why DrainTime fell back: never silent.
+    assert control["pacedSamples"] > 0 or control["degraded"], control
+    width, height = _png_size(out / "timeline.png")
+    assert width > 1000 and height > 1400  # the extra admitRatio panel

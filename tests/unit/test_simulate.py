@@ -84,6 +84,10 @@ def test_every_mode_runs_and_control_bounds_the_backlog(mode: str) -> None:
     if mode == "none":
         assert all(d["goodput"] == d["offered"] and d["shed"] == 0 for d in doc["priorities"].values())
         assert doc["surge"]["goodputVsCapacity"] > 2.5  # everything offered got through
+    elif mode == "drain":  # low sheds: its excess over admitRatio x offer is shed, not held back
+        assert low["goodput"] < 0.7 * low["offered"] and low["shed"] > 0
+        assert doc["control"]["pacingEvaluations"] > 0
+        assert doc["backlog"]["peak"] * 3 < none["backlog"]["peak"]
     else:
         assert low["goodput"] + low["shed"] < low["offered"]  # delays held some back
         assert doc["backlog"]["peak"] * 3 < none["backlog"]["peak"]
@@ -207,6 +211,8 @@ def test_shipped_scenarios_are_valid() -> None:
     files = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
     names = {f.stem for f in files}
     assert {"steady", "surge-3x", "slow-consumer", "flapping-edge", "file-mode-delay"} <= names
+    assert {"slow-ramp", "consumer-crash", "high-only-overload", "capacity-loss-file", "step-2x", "step-4x",
+            "step-6x"} <= names
     for path in files:
         if path.stem == "policy":
             continue
@@ -264,3 +270,97 @@ def test_cli_rejects_a_bad_scenario_plainly(tmp_path: Path, capsys: pytest.Captu
     assert main(["simulate", str(scenario), "--scenario", str(scenario)]) == 1
     assert main(["simulate", str(policy), "--scenario", str(tmp_path / "missing.yaml")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+# --- open-loop producers and drain mode ----------------------------------------------------------
+
+
+def _forced_red(count: int, rate: float, pool: int) -> tuple[BackpressurePolicySpec, Scenario]:
+    """Every priority red at ratio 1 from t = 0 (high: 2500 ms), one open-loop high group."""
+    spec = make_spec(override={"mode": "ForceRed"}, shedding={"priorities": []})
+    producers = {"high": {"count": count, "kind": "open", "poolSize": pool, "rate": [{"at": 0, "rate": rate}]}}
+    return spec, quiet(producers=producers, propagation={"delaySeconds": 0}, surge=None)
+
+
+def test_open_loop_delay_adds_latency_and_littles_law_in_flight_but_removes_no_load() -> None:
+    # 10 msgs/s per producer, 2.5 s each: 25 calls in flight (Little's law), within a pool of 64.
+    spec, scenario = _forced_red(count=4, rate=10, pool=64)
+    high = metrics(simulate(spec, scenario, "zones"))["priorities"]["high"]
+    assert high["kind"] == "open"
+    assert high["peakInFlight"] == pytest.approx(10 * 2.5)
+    assert high["goodput"] == pytest.approx(high["offered"])  # a closed loop would send 1/(1/10 + 2.5) = 0.38/s
+    assert high["lost"] == 0
+    assert high["meanAddedLatencyMs"] == pytest.approx(2500)
+
+
+def test_open_loop_pool_full_loses_the_arrivals_it_cannot_hold() -> None:
+    # 40 msgs/s x 2.5 s = 100 calls wanted in flight, pool 20: the pool completes 20 / 2.5 = 8 calls/s.
+    spec, scenario = _forced_red(count=3, rate=40, pool=20)
+    doc = metrics(simulate(spec, scenario, "zones"))
+    high = doc["priorities"]["high"]
+    assert high["peakInFlight"] == pytest.approx(20)
+    assert high["goodput"] == pytest.approx(3 * 8 * 200, rel=1e-6)
+    assert high["lost"] == pytest.approx(high["offered"] - high["goodput"], rel=1e-6)
+    assert high["shed"] == 0 and doc["totals"]["lost"] == high["lost"]  # counted apart from shed
+
+
+def test_drain_mode_admits_about_the_consumers_rate_under_overload() -> None:
+    surge = [{"at": 0, "rate": 6}, {"at": 40, "rate": 30}, {"at": 300, "rate": 6}]
+    scenario = make_scenario(signalAgeSeconds=2, rateWindowSeconds=10, durationSeconds=400, stepSeconds=0.5,
+                             surge={"start": 40, "end": 300},
+                             producers={p: {"count": n, "kind": "open", "poolSize": 64, "rate": surge}
+                                        for p, n in (("high", 2), ("medium", 3), ("low", 5))})
+    doc = metrics(simulate(make_spec(), scenario, "drain"))
+    none = metrics(simulate(make_spec(), scenario, "none"))
+    assert doc["mode"] == "drain" and doc["control"]["mode"] == "DrainTime"
+    assert doc["control"]["pacingEvaluations"] > 0.9 * doc["evaluations"]
+    assert 0.95 <= doc["surge"]["goodputVsCapacity"] <= 1.1  # admitted ~ mu, not 3x it
+    assert doc["backlog"]["peak"] * 10 < none["backlog"]["peak"]
+    assert doc["surge"]["priorities"]["high"]["goodputRatio"] > 0.95  # high (60/s) fits in the consumer (100/s)
+    assert doc["priorities"]["low"]["shed"] > 0  # low's excess is shed, not held
+    assert all(d["maxDelayMs"] == 0 or d["zoneChanges"] >= 0 for d in doc["priorities"].values())
+
+
+def test_drain_mode_without_rates_degrades_to_zones_and_says_so() -> None:
+    scenario = make_scenario(signalOutages=[{"start": 0, "end": 200}])
+    doc = metrics(simulate(make_spec(), scenario, "drain"))
+    assert doc["control"]["pacingEvaluations"] == 0
+    assert doc["control"]["degradedEvaluations"] == doc["evaluations"]
+
+
+def test_sluice_is_the_old_name_of_zones() -> None:
+    spec, scenario = make_spec(), make_scenario()
+    zones = metrics(simulate(spec, scenario, "zones"))
+    assert metrics(simulate(spec, scenario, "sluice")) == zones
+    assert zones["mode"] == "zones" and zones["control"]["mode"] == "Zones"
+    assert spec_for_mode(spec, "drain").control.mode == "DrainTime"
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [
+        ({"count": 1, "kind": "open", "rate": [{"at": 0, "rate": 1}]}, "producers.low: kind open needs poolSize"),
+        ({"count": 1, "poolSize": 8, "rate": [{"at": 0, "rate": 1}]},
+         "producers.low: poolSize applies only to kind: open"),
+        ({"count": 1, "kind": "batch", "rate": [{"at": 0, "rate": 1}]}, "producers.low.kind:"),
+        ({"count": 1, "kind": "open", "poolSize": 0, "rate": [{"at": 0, "rate": 1}]},
+         "producers.low.poolSize: must be >= 1"),
+    ],
+)
+def test_scenario_errors_for_producer_kinds(group: dict[str, Any], expected: str) -> None:
+    text = json.dumps({"name": "x", "durationSeconds": 10, "consumer": {"capacity": [{"at": 0, "rate": 1}]},
+                       "producers": {"low": group}})
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "test.yaml")
+    messages = [str(p) for p in caught.value.problems]
+    assert any(expected in m for m in messages), messages
+
+
+def test_scenario_errors_for_pacing_and_rate_window() -> None:
+    text = json.dumps({"name": "x", "durationSeconds": 10, "consumer": {"capacity": [{"at": 0, "rate": 1}]},
+                       "producers": {"low": {"count": 1, "rate": [{"at": 0, "rate": 1}]}},
+                       "rateWindowSeconds": 0, "pacing": {"windowSeconds": -1, "deadline": 3}})
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "test.yaml")
+    paths = {p.path for p in caught.value.problems}
+    assert {"rateWindowSeconds", "pacing.windowSeconds", "pacing.deadline"} <= paths

@@ -45,13 +45,15 @@ def run(args: argparse.Namespace) -> int:
     live = not args.no_live and sys.stdout.isatty()
     print(f"sluice demo: {duration:.0f} s closed loop - embedded Kafka (librdkafka mock cluster), producers at "
           "three priorities, a consumer group of fixed capacity, the operator in local mode.")
+    if args.control == "drain":
+        print("  control: DrainTime - the operator admits a rate per priority (admitRatio), not per-message delays")
     print(f"  scenario: steady load, a surge of 3x the consumer's capacity, a broker outage, recovery; "
           f"report in {out}/ (log: {log_path})", flush=True)
     started = time.monotonic() - process_age()
     factory: ViewFactory = live_view if live else line_view
     try:
         with stderr_to(log_path):
-            result = run_demo(DemoConfig(duration=duration), factory, started=started)
+            result = run_demo(DemoConfig(duration=duration, control=args.control), factory, started=started)
     except (DemoSetupError, MockClusterError) as error:
         print(f"sluice demo: cannot run: {error}", file=sys.stderr)
         return 1

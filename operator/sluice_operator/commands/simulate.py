@@ -36,14 +36,22 @@ def _summary(doc: dict[str, Any]) -> list[str]:
         f"at {backlog['peakAtSeconds']:g}s, final {backlog['final']:g}; "
         f"consumer utilization {doc['consumer']['utilization']}",
     ]
+    control = doc["control"]
+    if control["mode"] == "DrainTime":
+        lines.append(
+            f"  DrainTime: {control['pacingEvaluations']}/{doc['evaluations']} evaluations paced by admitRatio, "
+            f"{control['degradedEvaluations']} degraded to Zones"
+        )
     for p in PRIORITIES:
         d = doc["priorities"][p]
         if d["producers"] == 0:
             continue
         zones = ", ".join(f"{z} {s:g}s" for z, s in d["zoneSeconds"].items())
         lines.append(
-            f"  {p:<6} goodput {d['goodput']:g}/{d['offered']:g} ({d['goodputRatio']}), shed {d['shed']:g}, "
-            f"zone changes {d['zoneChanges']} ({zones})"
+            f"  {p:<6} ({d['kind']}) goodput {d['goodput']:g}/{d['offered']:g} ({d['goodputRatio']}), "
+            f"shed {d['shed']:g}, "
+            f"lost {d['lost']:g}, rejected {d['rejected']:g}, added latency {d['meanAddedLatencyMs']} ms, "
+            f"zone changes {d['zoneChanges']} ({zones}), admitRatio direction changes {d['admitRatioChanges']}"
         )
     surge = doc["surge"]
     if surge is not None:
@@ -61,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     policy_path: Path = args.policy
     scenario_path: Path = args.scenario
     out: Path = args.out
-    mode: Mode = args.mode
     policy = _policy(policy_path)
     if isinstance(policy, str):
         print(policy, file=sys.stderr)
         return 1
+    mode: Mode = args.mode or ("drain" if policy.spec.control.mode == "DrainTime" else "zones")
     text = read_text(scenario_path)
     if isinstance(text, Problem):
         print(text, file=sys.stderr)

@@ -52,15 +52,22 @@ def draw(run: DemoRun, verdict: Verdict, path: Path) -> None:
     samples = timeline.samples
     end = phases[-1].end
 
-    fig = Figure(figsize=(14, 13.5), dpi=100, layout="constrained")
-    grid = fig.add_gridspec(5, 2, height_ratios=[3.2, 1.0, 2.2, 1.5, 0.55], width_ratios=[30, 2.2])
+    drain = timeline.control == "drain"
+    heights = [3.2, 1.0, 2.2, 1.3, 1.5, 0.55] if drain else [3.2, 1.0, 2.2, 1.5, 0.55]
+    fig = Figure(figsize=(14, 15.5 if drain else 13.5), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[30, 2.2])
     ax_lag = fig.add_subplot(grid[0, 0])
     ax_bands = fig.add_subplot(grid[0, 1], sharey=ax_lag)
     ax_zone = fig.add_subplot(grid[1, 0], sharex=ax_lag)
     ax_rate = fig.add_subplot(grid[2, 0], sharex=ax_lag)
-    ax_shed = fig.add_subplot(grid[3, 0], sharex=ax_lag)
-    ax_circ = fig.add_subplot(grid[4, 0], sharex=ax_lag)
-    axes = (ax_lag, ax_zone, ax_rate, ax_shed, ax_circ)
+    row = 3
+    ax_admit = None
+    if drain:
+        ax_admit = fig.add_subplot(grid[3, 0], sharex=ax_lag)
+        row = 4
+    ax_shed = fig.add_subplot(grid[row, 0], sharex=ax_lag)
+    ax_circ = fig.add_subplot(grid[row + 1, 0], sharex=ax_lag)
+    axes = (ax_lag, ax_zone, ax_rate, ax_shed, ax_circ) + ((ax_admit,) if ax_admit is not None else ())
     for ax in axes:
         for phase in phases:
             ax.axvspan(phase.start, phase.end, color=PHASE_COLOR[phase.name], zorder=0, lw=0)
@@ -150,6 +157,28 @@ def draw(run: DemoRun, verdict: Verdict, path: Path) -> None:
         offered_y += [scenario.total_offered(phase)] * 2
     ax_rate.plot(offered_x, offered_y, color="#757575", ls="--", lw=1.3, label="offered (all priorities)")
     ax_rate.axhline(timeline.capacity, color="black", ls=":", lw=1.3, label=f"capacity {timeline.capacity:.0f}/s")
+    if ax_admit is not None:
+        admitted = timeline.admitted_series(window=2.0)
+        ax_rate.plot([t for t, _ in admitted], [v for _, v in admitted], color="#2e7d32", lw=1.6,
+                     label="admitted/s (all priorities)")
+        mu = [(s.t, s.operator_mu) for s in samples if s.operator_mu is not None]
+        allowed = [(s.t, s.allowed) for s in samples if s.allowed is not None]
+        if mu:
+            ax_rate.step([t for t, _ in mu], [v for _, v in mu], where="post", color="#6d4c41", lw=1.6, ls="-.",
+                         label="mu-hat (operator's drain rate)")
+            ax_rate.step([t for t, _ in allowed], [v for _, v in allowed], where="post", color="#c2185b", lw=1.2,
+                         ls="--", label="R (allowed rate)")
+        for priority in PRIORITIES:
+            points = [(s.t, s.admit.get(priority)) for s in samples]
+            ax_admit.step([t for t, _ in points], [float("nan") if v is None else v for _, v in points],
+                          where="post", color=PRIORITY_COLOR[priority], lw=1.6, label=priority)
+        ax_admit.set_ylim(-0.05, 1.05)
+        ax_admit.set_ylabel("admitRatio")
+        degraded = next((s.degraded for s in samples if s.degraded), None)
+        note = f" - degraded to Zones at times: {degraded}" if degraded else ""
+        ax_admit.set_title(_wrap("admitRatio per priority held by the producers (gaps: not paced)" + note, 160),
+                           fontsize=10, loc="left")
+        ax_admit.legend(loc="lower left", fontsize=8, ncols=3, framealpha=0.9)
     ax_rate.set_ylim(0, max(offered_y) * 1.15)
     ax_rate.set_ylabel("messages/s")
     ax_rate.set_title("throughput per priority (sent into Kafka)", fontsize=10, loc="left")

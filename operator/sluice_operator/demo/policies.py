@@ -17,6 +17,9 @@ from sluice_operator.api.circuit import CircuitBreaker
 from sluice_operator.api.policy import BackpressurePolicy, Window
 
 PLACEHOLDER = "${BOOTSTRAP}"
+#: spec.control of `sluice demo --control drain`, sized for the demo's consumer (200 msgs/s) and a
+#: 90 s run: hold ~150 messages (below low priority's shed level, 360), work an excess off in 10 s.
+DRAIN_CONTROL: dict[str, object] = {"mode": "DrainTime", "targetLag": 150, "drainSeconds": 10, "integralSeconds": 60}
 POLICY_FILE = "policy.yaml"
 CIRCUIT_FILE = "circuit-breaker.yaml"
 
@@ -76,8 +79,11 @@ class DemoObjects:
         return window.yellow + shedding.red_ratio_above * (window.red - window.yellow)
 
 
-def render(source: Path, target: Path, bootstrap: str) -> DemoObjects:
-    """Copy the two example files into `target` with the bootstrap servers filled in, and parse them."""
+def render(source: Path, target: Path, bootstrap: str, *, control: str = "zones") -> DemoObjects:
+    """Copy the two example files into `target` with the bootstrap servers filled in, and parse them.
+
+    ``control="drain"`` sets the policy's ``spec.control`` to DRAIN_CONTROL (DrainTime mode).
+    """
     target.mkdir(parents=True, exist_ok=True)
     parsed: dict[str, object] = {}
     for name in (POLICY_FILE, CIRCUIT_FILE):
@@ -85,11 +91,14 @@ def render(source: Path, target: Path, bootstrap: str) -> DemoObjects:
         if PLACEHOLDER not in text:
             raise DemoSetupError(f"{source / name} has no {PLACEHOLDER} placeholder for the broker addresses")
         rendered = text.replace(PLACEHOLDER, bootstrap)
-        (target / name).write_text(rendered, encoding="utf-8")
         try:
             doc = yaml.safe_load(rendered)
         except yaml.YAMLError as error:
             raise DemoSetupError(f"{source / name}: {error}") from error
+        if name == POLICY_FILE and control == "drain" and isinstance(doc, dict) and isinstance(doc.get("spec"), dict):
+            doc["spec"]["control"] = dict(DRAIN_CONTROL)
+            rendered = yaml.safe_dump(doc, sort_keys=False)
+        (target / name).write_text(rendered, encoding="utf-8")
         parsed[name] = doc
     try:
         policy = BackpressurePolicy.model_validate(parsed[POLICY_FILE])

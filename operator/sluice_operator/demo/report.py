@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice.decision import PRIORITIES
+from sluice.decision import PRIORITIES, Priority
 from sluice_operator.demo import scenario
 from sluice_operator.demo.runner import DemoRun
-from sluice_operator.demo.timeline import LagReading, Timeline
+from sluice_operator.demo.timeline import LagReading, Sample, Timeline
 
 #: Contained means the peak lag is at most this share of the no-control estimate.
 CONTAIN_FRACTION = 0.5
@@ -134,6 +134,27 @@ def _r(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _admits(samples: list[Sample], priority: Priority) -> list[float]:
+    return [v for v in (s.admit.get(priority) for s in samples) if v is not None]
+
+
+def _control(timeline: Timeline) -> dict[str, Any]:
+    """`--control`, and under drain how often the producers held an admitRatio and what it was."""
+    samples = timeline.samples
+    paced = [s for s in samples if any(v is not None for v in s.admit.values())]
+    degraded = sorted({s.degraded for s in samples if s.degraded})
+    out: dict[str, Any] = {"mode": timeline.control}
+    if timeline.control == "drain":
+        out.update({
+            "pacedSamples": len(paced),
+            "samples": len(samples),
+            "minAdmitRatio": {p: _r(min(_admits(paced, p), default=None)) for p in PRIORITIES},
+            "operatorMuLast": _r(next((s.operator_mu for s in reversed(samples) if s.operator_mu is not None), None)),
+            "degraded": degraded,
+        })
+    return out
+
+
 def summary(run: DemoRun, verdict: Verdict, *, duration: float, wall_seconds: float) -> dict[str, Any]:
     timeline: Timeline = run.timeline
     objects = run.objects
@@ -162,6 +183,7 @@ def summary(run: DemoRun, verdict: Verdict, *, duration: float, wall_seconds: fl
         "setupSeconds": round(run.setup_seconds, 1),
         "scenarioSeconds": round(run.scenario_seconds, 1),
         "capacityPerSecond": timeline.capacity,
+        "control": _control(timeline),
         "phases": [
             {"name": p.name, "label": p.label, "start": round(p.start, 2), "end": round(p.end, 2),
              "offeredPerSecond": dict(p.offered())}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from sluice.decision import CIRCUIT_KEY, DECISION_KEY, PRIORITIES, Priority
 from sluice.testing import MockKafkaCluster
@@ -28,8 +28,9 @@ from sluice_operator.demo.policies import DemoObjects, DemoSetupError, examples_
 from sluice_operator.demo.timeline import LagReading, Sample, Timeline, Transition
 from sluice_operator.demo.workload import WORKERS, CappedConsumer, ProducerFleet
 from sluice_operator.local import LocalOperator
+from sluice_operator.reconcile.rates import OFFERED_METRIC
 from sluice_operator.settings import Settings
-from sluice_operator.sources.reading import Reading
+from sluice_operator.sources.reading import Reading, SignalStatus
 from sluice_operator.wiring import build_signals
 
 log = logging.getLogger("sluice_operator.demo")
@@ -40,6 +41,40 @@ SAMPLE_EVERY = 0.5
 PARTITIONS = 6
 BROKERS = 3
 _TRANSITION = re.compile(r"^(?P<old>[\w-]+) -> (?P<new>[\w-]+): (?P<reason>.*)$", re.S)
+#: The engine's reason text under DrainTime (engine.evaluate): the allowed rate R and mu-hat.
+_DRAIN_REASON = re.compile(r"DrainTime: admitting (?P<allowed>[-+.\deE]+)/s of .*?\(drain rate (?P<mu>[-+.\deE]+)/s")
+_DEGRADED_REASON = re.compile(r"DrainTime degraded to Zones: (?P<why>[^;]*)")
+
+
+#: Window of the demo's offered-rate answer (msgs/s of produce() calls per priority).
+OFFERED_WINDOW = 5.0
+_OFFERED_PRIORITY = re.compile(r'label_replace\(vector\(1\), "priority", "(?P<priority>high|medium|low)"')
+
+
+class FleetOffered:
+    """The demo's stand-in for Prometheus, for one question only: the offer per priority.
+
+    DrainTime needs lambda per priority, which in a cluster comes from the SDK's
+    ``sluice_producer_offered_total`` scraped by Prometheus. The demo has no Prometheus, but its
+    producers run in this process: the answer is their produce() calls per second over the last
+    few seconds. Every other query is unavailable, as it would be without a Prometheus URL.
+    """
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+
+    async def read(self, query: str, *, aggregate: Literal["max", "sum"] | None = None,
+                   empty_result: Literal["unavailable", "zero"] = "unavailable",
+                   timeout: float | None = None) -> Reading:
+        match = _OFFERED_PRIORITY.search(query)
+        if OFFERED_METRIC not in query or match is None:
+            return Reading(SignalStatus.UNAVAILABLE, reason="NoPrometheus",
+                           message="the demo has no Prometheus; it answers only the offered rate per priority")
+        if not self.timeline.samples:
+            return Reading(SignalStatus.UNAVAILABLE, reason="Empty", message="no producer has started yet")
+        priority: Priority = match["priority"]  # type: ignore[assignment]
+        return Reading(SignalStatus.OK, value=self.timeline.rate(priority, "attempted", OFFERED_WINDOW), reason="Ok",
+                       series=1)
 
 
 class View(Protocol):
@@ -59,6 +94,7 @@ class DemoConfig:
     duration: float = 90.0
     capacity: float = scenario.CAPACITY
     workers: int = WORKERS
+    control: str = "zones"  # zones | drain (the policy in DrainTime mode)
 
 
 @dataclass
@@ -98,7 +134,7 @@ def run_demo(config: DemoConfig, view_factory: ViewFactory, *, started: float | 
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-demo-")))
         cluster = stack.enter_context(MockKafkaCluster(num_brokers=BROKERS))
-        objects = render(source, root / "policies", cluster.bootstrap_servers)
+        objects = render(source, root / "policies", cluster.bootstrap_servers, control=config.control)
         cluster.create_topics({objects.topic: PARTITIONS})
         consumer = CappedConsumer(cluster.bootstrap_servers, objects.group, objects.topic, config.capacity)
         consumer.start()
@@ -111,7 +147,7 @@ async def _run(config: DemoConfig, view_factory: ViewFactory, cluster: MockKafka
                objects: DemoObjects, decisions: Path, started: float) -> DemoRun:
     clock = _Clock()
     problems: list[str] = []
-    timeline = Timeline(phases=(), capacity=config.capacity)
+    timeline = Timeline(phases=(), capacity=config.capacity, control=config.control)
     signals = build_signals(Settings.from_env({}), with_prometheus=False)
     read_lag = signals.kafka_lag
     assert read_lag is not None
@@ -122,6 +158,8 @@ async def _run(config: DemoConfig, view_factory: ViewFactory, cluster: MockKafka
         return reading
 
     signals.kafka_lag = recording_lag
+    if config.control == "drain":
+        signals.prometheus = FleetOffered(timeline)  # lambda per priority from the in-process producers
     operator = LocalOperator(objects.directory, decisions, signals)
     stop = asyncio.Event()
     operator_task = asyncio.create_task(operator.run(stop), name="sluice-local-operator")
@@ -221,6 +259,8 @@ async def _sample(fleet: ProducerFleet, consumer: CappedConsumer, objects: DemoO
             circuit = decision.circuit
         lag = timeline.readings[-1].value if timeline.readings else None
         priorities = decision.priorities if decision is not None else None
+        reason = (decision.reason or "") if decision is not None else ""
+        drain, degraded = _DRAIN_REASON.search(reason), _DEGRADED_REASON.search(reason)
         timeline.samples.append(Sample(
             t=now,
             phase=scenario.phase_at(timeline.phases, now).name,
@@ -234,6 +274,10 @@ async def _sample(fleet: ProducerFleet, consumer: CappedConsumer, objects: DemoO
             circuit_epoch=circuit.epoch if circuit is not None else None,
             counts=fleet.snapshot(),
             consumed=consumer.consumed,
+            admit={p: (priorities.get(p).admit_ratio if priorities else None) for p in PRIORITIES},
+            operator_mu=float(drain["mu"]) if drain else None,
+            allowed=float(drain["allowed"]) if drain else None,
+            degraded=degraded["why"].strip() if degraded else None,
         ))
         view.update(timeline)
         if now >= end:

@@ -33,6 +33,13 @@ class Sample:
     circuit_epoch: int | None
     counts: Mapping[Priority, PriorityCounts]
     consumed: int
+    #: DrainTime: the admitRatio per priority in the decision producers hold (None: not paced).
+    admit: Mapping[Priority, float | None] = field(default_factory=dict)
+    #: DrainTime: the operator's smoothed drain rate (mu-hat) and allowed rate R, from the decision's
+    #: reason (None when it did not pace, e.g. degraded to Zones).
+    operator_mu: float | None = None
+    allowed: float | None = None
+    degraded: str | None = None  # why DrainTime fell back to Zones, when it did
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,7 @@ class Transition:
 class Timeline:
     phases: tuple[Phase, ...]
     capacity: float
+    control: str = "zones"  # zones | drain (`sluice demo --control`)
     samples: list[Sample] = field(default_factory=list)
     readings: list[LagReading] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
@@ -95,6 +103,10 @@ class Timeline:
 
     def consumed_series(self, window: float = 1.0) -> list[tuple[float, float]]:
         return _rates(self.samples, lambda s: float(s.consumed), window)
+
+    def admitted_series(self, window: float = 1.0) -> list[tuple[float, float]]:
+        """(t, msgs/s) sent into Kafka by all priorities together (what DrainTime admitted)."""
+        return _rates(self.samples, lambda s: float(sum(s.counts[p].sent for p in PRIORITIES)), window)
 
     def totals(self) -> dict[Priority, PriorityCounts]:
         last = self.latest()

@@ -160,6 +160,11 @@ def progress_line(timeline: Timeline) -> str:
     for priority in PRIORITIES:
         parts.append(_priority_brief(timeline, priority))
     parts.append(f"consumer {timeline.consumed_rate():.0f}/s")
+    if timeline.control == "drain":
+        if sample.operator_mu is not None:
+            parts.append(f"mu-hat {sample.operator_mu:.0f}/s R {sample.allowed or 0.0:.0f}/s")
+        elif sample.degraded:
+            parts.append(f"DrainTime degraded: {sample.degraded}")
     parts.append(f"circuit {sample.circuit}")
     return " | ".join(parts)
 
@@ -170,6 +175,9 @@ def _priority_brief(timeline: Timeline, priority: Priority) -> str:
     shed = " SHED" if sample.shed[priority] else ""
     text = (f"{priority} {sample.zones[priority]} {sample.delays[priority]}ms{shed} "
             f"sent {timeline.rate(priority, 'sent'):.0f}/s")
+    admit = sample.admit.get(priority)
+    if admit is not None:
+        text += f" admit {admit:.2f}"
     shed_rate, rejected = timeline.rate(priority, "shed"), timeline.rate(priority, "rejected")
     if shed_rate:
         text += f" shed {shed_rate:.0f}/s"

@@ -5,18 +5,29 @@ canonical metrics.json document and `plot.render` (matplotlib, imported lazily) 
 The same seed gives byte-identical metrics.
 """
 
-from sluice_operator.simulate.loop import MODES, SIM_EPOCH, Mode, SimulationResult, simulate, spec_for_mode
+from sluice_operator.simulate.loop import (
+    MODE_ALIASES,
+    MODES,
+    SIM_EPOCH,
+    Mode,
+    SimulationResult,
+    canonical_mode,
+    simulate,
+    spec_for_mode,
+)
 from sluice_operator.simulate.metrics import dumps, metrics
 from sluice_operator.simulate.scenario import Scenario, ScenarioError, ScenarioProblem, parse_scenario
 
 __all__ = [
     "MODES",
+    "MODE_ALIASES",
     "SIM_EPOCH",
     "Mode",
     "Scenario",
     "ScenarioError",
     "ScenarioProblem",
     "SimulationResult",
+    "canonical_mode",
     "dumps",
     "metrics",
     "parse_scenario",

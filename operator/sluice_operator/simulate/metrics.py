@@ -3,7 +3,13 @@
 Definitions (per priority unless said otherwise):
 
 * ``offered``: messages the producers wanted to send; ``goodput``: messages they sent (reached the
-  topic); ``shed``: messages dropped by shedding; the rest of the offer was held back by delays.
+  topic); ``shed``: messages dropped by shedding; ``lost``: open-loop arrivals that found the
+  producer's pool full; ``rejected``: messages that waited for a pacing token past the deadline;
+  the rest of the offer was held back (a closed-loop caller slowed by a delay or a token bucket).
+* ``meanAddedLatencyMs``: latency a produced message got from a delay or a token wait;
+  ``peakInFlight``: most open-loop calls one producer had in flight (sleeping or waiting).
+* ``admitRatioChanges``: direction changes of the published admitRatio (DrainTime; a rise after a
+  fall or a fall after a rise); ``control``: how many evaluations paced, and how many degraded.
 * ``zoneSeconds`` / ``zoneChanges``: of the decision the operator published.
 * ``surge``: the same counts inside the scenario's surge window, plus ``goodputVsCapacity``
   (all priorities' goodput / consumer capacity in the window), ``zoneChanges`` from the start of
@@ -23,7 +29,7 @@ from sluice.decision import PRIORITIES
 from sluice_operator.engine.zones import ZONES
 from sluice_operator.simulate.loop import Evaluation, SimulationResult
 
-__all__ = ["METRICS_VERSION", "dumps", "metrics", "recovery_seconds"]
+__all__ = ["METRICS_VERSION", "direction_changes", "dumps", "metrics", "recovery_seconds"]
 
 METRICS_VERSION = 1
 
@@ -49,6 +55,21 @@ def recovery_seconds(evaluations: list[Evaluation], surge_end: float) -> float |
     return _r(max(0.0, green_from - surge_end))
 
 
+def direction_changes(values: list[float | None]) -> int:
+    """How often a sequence turns (up after down or down after up); None and repeats are skipped."""
+    turns, last, trend = 0, None, 0
+    for value in values:
+        if value is None:
+            continue
+        if last is not None and value != last:
+            direction = 1 if value > last else -1
+            if trend and direction != trend:
+                turns += 1
+            trend = direction
+        last = value
+    return turns
+
+
 def _zone_changes(evaluations: list[Evaluation], since: float) -> dict[str, int]:
     counts: dict[str, int] = dict.fromkeys(PRIORITIES, 0)
     for ev in evaluations:
@@ -64,7 +85,7 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
     evaluations = result.evaluations
     priorities: dict[str, Any] = {}
     changes = _zone_changes(evaluations, float("-inf"))
-    for p, totals in zip(PRIORITIES, result.priorities, strict=True):
+    for index, (p, totals) in enumerate(zip(PRIORITIES, result.priorities, strict=True)):
         priorities[p] = {
             "producers": totals.producers,
             "offered": _r(totals.offered, 1),
@@ -74,6 +95,12 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
             "zoneSeconds": {ZONES[i]: _r(s, 2) for i, s in enumerate(totals.zone_seconds)},
             "zoneChanges": changes[p],
             "maxDelayMs": totals.max_delay_ms,
+            "kind": totals.kind,
+            "lost": _r(totals.lost, 1),
+            "rejected": _r(totals.rejected, 1),
+            "meanAddedLatencyMs": _r(1000 * totals.latency_seconds / totals.goodput, 1) if totals.goodput > 0 else None,
+            "peakInFlight": _r(totals.peak_in_flight, 1),
+            "admitRatioChanges": direction_changes([ev.admit_ratios[index] for ev in evaluations]),
         }
     doc: dict[str, Any] = {
         "version": METRICS_VERSION,
@@ -102,7 +129,14 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
             "offered": _r(sum(t.offered for t in result.priorities), 1),
             "goodput": _r(sum(t.goodput for t in result.priorities), 1),
             "shed": _r(sum(t.shed for t in result.priorities), 1),
+            "lost": _r(sum(t.lost for t in result.priorities), 1),
+            "rejected": _r(sum(t.rejected for t in result.priorities), 1),
             "zoneChanges": sum(changes.values()),
+        },
+        "control": {
+            "mode": result.spec.control.mode,
+            "pacingEvaluations": sum(1 for ev in evaluations if ev.admit_ratios[0] is not None),
+            "degradedEvaluations": sum(1 for ev in evaluations if ev.degraded is not None),
         },
         "surge": None,
     }
@@ -121,6 +155,8 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
                     "offered": _r(t.surge_offered, 1),
                     "goodput": _r(t.surge_goodput, 1),
                     "shed": _r(t.surge_shed, 1),
+                    "lost": _r(t.surge_lost, 1),
+                    "rejected": _r(t.surge_rejected, 1),
                     "goodputRatio": _ratio(t.surge_goodput, t.surge_offered),
                     "goodputRatioAfter": _ratio(t.after_goodput, t.after_offered),
                 }

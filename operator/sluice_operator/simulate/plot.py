@@ -1,5 +1,9 @@
 """timeline.png of one run: backlog against the threshold bands, throughput, sheds, zones.
 
+In drain mode (DrainTime) the throughput panel also shows the drain rate the operator measured
+(mu-hat) against the rate it allowed (R) and the total admitted, and a panel shows each priority's
+published admitRatio.
+
 matplotlib is imported here only (Agg backend, no display), so the rest of the simulator works
 without it. `render` returns PNG bytes; the command writes them.
 """
@@ -42,8 +46,13 @@ def render(result: SimulationResult, title: str | None = None) -> bytes:
 
     s = result.series
     spec = result.spec
-    fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True, height_ratios=[3, 2, 1.3, 1.1])
-    ax_b, ax_t, ax_s, ax_z = axes
+    drain = result.mode == "drain"
+    if drain:
+        fig, axes = plt.subplots(5, 1, figsize=(11, 13), sharex=True, height_ratios=[3, 2, 1.3, 1.3, 1.1])
+        ax_b, ax_t, ax_a, ax_s, ax_z = axes
+    else:
+        fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True, height_ratios=[3, 2, 1.3, 1.1])
+        ax_b, ax_t, ax_s, ax_z = axes
     fig.suptitle(title or f"{result.scenario.name} - mode {result.mode}, seed {result.seed}")
     _shade_windows(result, axes)
 
@@ -74,12 +83,25 @@ def render(result: SimulationResult, title: str | None = None) -> bytes:
         ax_t.plot(*_thin(s.t, s.offered[i]), color=_COLORS[p], linewidth=0.6, linestyle=":", alpha=0.7)
     ax_t.plot(*_thin(s.t, s.capacity), color="gray", linewidth=0.8, linestyle="--", label="consumer capacity")
     ax_t.plot(*_thin(s.t, s.consumed), color="black", linewidth=0.8, label="consumed")
+    if drain:
+        admitted = [a + b + c for a, b, c in zip(*s.goodput, strict=True)]
+        ax_t.plot(*_thin(s.t, admitted), color="#2ca02c", linewidth=0.9, label="admitted (all)")
+        ax_t.plot(*_thin(s.t, s.mu), color="#8c564b", linewidth=1.1, linestyle="-.", label="mu-hat (measured)")
+        ax_t.plot(*_thin(s.t, s.allowed), color="#e377c2", linewidth=1.0, linestyle="--", label="R (allowed)")
+        for i, p in enumerate(PRIORITIES):
+            ax_a.step(s.t, s.admit[i], where="post", color=_COLORS[p], linewidth=0.9, label=p)
+        ax_a.set_ylim(-0.05, 1.05)
+        ax_a.set_ylabel("admitRatio")
+        ax_a.legend(loc="lower right", fontsize=7, ncol=3)
     ax_t.set_ylabel("msgs/s")
     ax_t.legend(loc="upper right", fontsize=7, ncol=3, title="dotted: offered", title_fontsize=7)
 
     for i, p in enumerate(PRIORITIES):
         ax_s.plot(*_thin(s.t, s.shed[i]), color=_COLORS[p], linewidth=0.9, label=f"{p} shed")
-    ax_s.set_ylabel("shed msgs/s")
+        if any(s.lost[i]):
+            lost = _thin(s.t, s.lost[i])
+            ax_s.plot(*lost, color=_COLORS[p], linewidth=0.7, linestyle="--", label=f"{p} lost/rejected")
+    ax_s.set_ylabel("dropped msgs/s")
     ax_s.legend(loc="upper right", fontsize=7, ncol=3)
 
     for i in range(len(PRIORITIES)):

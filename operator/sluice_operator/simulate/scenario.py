@@ -2,8 +2,14 @@
 
 A scenario is YAML (camelCase, like the CRDs). Rates are piecewise constant: a list of
 ``{at: seconds, rate: msgs/s}`` points, each rate holding from its ``at`` until the next point.
-Producers are closed loops (see `simulate.loop`): a producer offered ``rate`` msgs/s that is told
-to sleep ``delayMs`` per message sends at most ``1 / (1/rate + delayMs/1000)`` msgs/s.
+Each producer group is one of two kinds (see `simulate.loop`):
+
+* ``kind: closed`` (the default): a caller loop. Offered ``rate`` msgs/s and told to sleep
+  ``delayMs`` per message, it sends at most ``1 / (1/rate + delayMs/1000)`` msgs/s.
+* ``kind: open``: request-driven. Every arriving message is one produce call in its own task, so
+  a delay adds latency and in-flight calls (rate x delay, Little's law) and removes load only
+  where the producer's ``poolSize`` (at most that many calls in flight per producer) fills:
+  arrivals that find the pool full are lost (counted apart from shed).
 
 Problems come back as `ScenarioError` listing every one with file, line and field path, in the
 same plain words as `sluice validate`.
@@ -16,7 +22,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +34,7 @@ from sluice_operator.validation import YamlLoader, explain, format_path
 __all__ = [
     "Consumer",
     "Noise",
+    "Pacing",
     "ProducerGroup",
     "Producers",
     "Propagation",
@@ -67,15 +74,30 @@ def _check_points(points: list[RatePoint]) -> list[RatePoint]:
 
 
 class ProducerGroup(_Model):
-    """`count` identical producers of one priority, each offered `rate` msgs/s over time."""
+    """`count` identical producers of one priority, each offered `rate` msgs/s over time.
+
+    ``kind: closed`` (default) is a caller loop that a delay slows down; ``kind: open`` is
+    request-driven, each message one call in its own task, at most ``poolSize`` calls in flight
+    per producer (required for open, not allowed for closed).
+    """
 
     count: int = Field(ge=0, le=100_000)
     rate: list[RatePoint] = Field(min_length=1, max_length=10_000)
+    kind: Literal["closed", "open"] = "closed"
+    pool_size: int | None = Field(default=None, ge=1, le=10_000_000)
 
     @field_validator("rate")
     @classmethod
     def _ordered(cls, points: list[RatePoint]) -> list[RatePoint]:
         return _check_points(points)
+
+    @model_validator(mode="after")
+    def _pool_for_open(self) -> ProducerGroup:
+        if self.kind == "open" and self.pool_size is None:
+            raise ValueError("kind open needs poolSize (the most produce calls one producer keeps in flight)")
+        if self.kind == "closed" and self.pool_size is not None:
+            raise ValueError("poolSize applies only to kind: open (a closed-loop caller has one call in flight)")
+        return self
 
 
 class Producers(_Model):
@@ -135,6 +157,19 @@ class Noise(_Model):
     jitter_time_constant_seconds: float = Field(default=20.0, gt=0, le=86400)
 
 
+class Pacing(_Model):
+    """The producers' token bucket under DrainTime control (``--mode drain``).
+
+    A priority with ``admitRatio < 1`` is paced to admitRatio x its own offered rate, measured
+    over ``windowSeconds`` (an exponential average). A message of a ``wait`` priority that finds
+    no token waits up to ``deadlineSeconds`` (open loop: holding a pool slot; closed loop: the
+    caller is blocked) and is then rejected; a ``shed`` priority drops it at once.
+    """
+
+    window_seconds: float = Field(default=5.0, gt=0, le=3600)
+    deadline_seconds: float = Field(default=5.0, ge=0, le=3600)
+
+
 class TimeWindow(_Model):
     """A time window `[start, end)` in seconds from the start of the run."""
 
@@ -154,6 +189,9 @@ class Scenario(_Model):
     ``pollingIntervalSeconds`` / ``pollingJitterSeconds`` default to the policy's ``polling``;
     ``signalAgeSeconds`` is how old the backlog reading is (e.g. a Prometheus scrape interval);
     during a ``signalOutages`` window the reading is unavailable and the policy's fallback applies.
+    In drain mode the operator also reads the drain rate (consumed msgs/s) and the offered rate per
+    priority, each averaged over the last ``rateWindowSeconds`` and as old as the backlog reading.
+    ``surge`` marks the overload window the report measures (goodput, settling, recovery).
     """
 
     name: str = Field(min_length=1, max_length=253)
@@ -164,6 +202,8 @@ class Scenario(_Model):
     polling_interval_seconds: float | None = Field(default=None, ge=0.1, le=3600)
     polling_jitter_seconds: float | None = Field(default=None, ge=0, le=600)
     signal_age_seconds: float = Field(default=0.0, ge=0, le=3600)
+    rate_window_seconds: float = Field(default=30.0, gt=0, le=3600)
+    pacing: Pacing = Pacing()
     propagation: Propagation = Propagation()
     consumer: Consumer
     producers: Producers
