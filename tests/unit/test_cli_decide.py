@@ -141,7 +141,8 @@ def test_drain_time_with_rates(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert code == 0, err
     assert doc is not None
     low = doc["priorities"]["low"]
-    assert low["excess"] == "shed" and low["admitRatio"] == pytest.approx((1000 - 2500 / 60 - 800) / 800, abs=1e-4)
+    assert low["shed"] and low["excess"] == "shed" and low["admitRatio"] == 0.0  # 3000 is deep in low's red
+    assert doc["priorities"]["medium"]["admitRatio"] == 1.0  # R = 1000 - 2500/120 covers high + medium
     assert [doc["priorities"][p]["delayMs"] for p in ("high", "medium", "low")] == [0, 0, 0]
     code, doc, _ = decide(capsys, str(path), "--backlog", "3000")  # no rates: the Zones fallback
     assert code == 0 and doc is not None and "admitRatio" not in doc["priorities"]["low"]

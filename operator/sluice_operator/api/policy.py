@@ -290,7 +290,9 @@ class Control(SpecModel):
     # At least 1: the consumer needs a backlog to show what it can drain (see engine.drain).
     target_lag: float = Field(default=500, ge=1, le=MAX_BACKLOG)
     #: T_d: how fast a backlog above targetLag is worked off (seconds); also the P gain, 1/T_d.
-    drain_seconds: float = Field(default=60, ge=1, le=86400)
+    #: Default 120: against 60, goodput held and admitRatio turned about half as often in the
+    #: shipped scenarios (bench/drain_control.py; the loop's dead time there is ~16 s).
+    drain_seconds: float = Field(default=120, ge=1, le=86400)
     #: T_i: integral time of the PI correction (seconds); 0 turns the integral term off.
     integral_seconds: float = Field(default=300, ge=0, le=86400)
     #: EWMA weight of a new drain-rate reading (1: no smoothing).

@@ -16,8 +16,9 @@ loop therefore probes multiplicatively, up to twice mu at an empty backlog, whic
 backlog to L* within a few polls; at L* it is exactly mu, so the two halves meet without a jump.
 With ``targetLag`` at least 1 the consumer always has work once producers offer more than it drains.
 
-Anti-windup: I integrates only while R is not pinned at a bound in the direction of the error
-(R <= 0 with the backlog above target, or R covering every offer with it below), it is clamped to
+Anti-windup: I learns from an error clamped to ``INTEGRAL_BAND`` and only while R is not pinned at a
+bound in the direction of the error (R <= 0 with the backlog above target, or R covering every
+offer with it below), it is clamped to
 ``MAX_CORRECTION`` of mu, and it leaks away while nothing needs throttling, so a past overload
 does not throttle the next quiet minute. R is allocated strictly by priority after each floor
 share, and published per priority as ``admitRatio`` = allocated / offered, changed only when it
@@ -53,8 +54,16 @@ Triple = tuple[float, float, float]
 FULL: Triple = (1.0, 1.0, 1.0)
 #: |I| never exceeds this share of mu: the integral corrects a model error, it does not replace mu.
 MAX_CORRECTION = 0.5
-#: Below the target lag R grows to (1 + FILL_GAIN) * mu at an empty backlog (see the module doc).
+#: Near an empty backlog R grows to (1 + FILL_GAIN) * mu (see the module doc) ...
 FILL_GAIN = 1.0
+#: ... but only below this share of the target lag: above it the consumer is saturated, mu is its
+#: capacity, and the gentle T_d slope alone approaches L* (a steeper one oscillates: see bench).
+PROBE_FRACTION = 0.2
+#: The integral learns from the backlog error clamped to this many target lags: it corrects a
+#: steady bias of mu; a transient (a surge's overshoot, unbounded above the target while the error
+#: below it is at most L*) is the P term's job, and integrating it in full winds the loop up into an
+#: undershoot (measured: step-2x drained to 0 six times in ten minutes).
+INTEGRAL_BAND = 1.0
 #: Published ratios are rounded to this many decimals (stable documents, readable status).
 RATIO_DECIMALS = 4
 #: The smallest published change, whatever the deadband (a 0-deadband policy still settles).
@@ -128,13 +137,20 @@ def _usable(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value >= 0.0
 
 
-def _publish(previous: Triple, raw: Triple, deadband: float) -> Triple:
-    """Keep each published ratio unless the new one moved past the deadband (or reached 0 or 1)."""
+def _publish(previous: Triple, raw: Triple, deadband: float, offered: Triple, allowed: float) -> Triple:
+    """Keep the published ratios unless one moves what is admitted by more than the deadband.
+
+    The deadband is a share of the total allowed rate R: a priority's new ratio is published when
+    ``|new - old| x its offer >= deadband x R`` (a small priority's noise never rewrites the
+    decision, a large one's real change always does). When R covers every offer, all go to 1 at once.
+    """
+    if allowed >= sum(offered):
+        return FULL
     out: list[float] = []
-    for old, new in zip(previous, raw, strict=True):
+    for old, new, o in zip(previous, raw, offered, strict=True):
         new = round(new, RATIO_DECIMALS)
-        step = max(MIN_STEP, deadband * max(old, new))
-        if new != old and (abs(new - old) >= step or new in (0.0, 1.0)):
+        moved = abs(new - old)
+        if new != old and moved >= MIN_STEP and moved * o >= deadband * allowed:
             out.append(new)
         else:
             out.append(old)
@@ -160,21 +176,31 @@ def degraded_reason(backlog: float | None, rates: Rates | None) -> str | None:
 
 
 def control(
-    params: DrainParams, memory: ControlMemory, backlog: float | None, rates: Rates | None, dt: float
+    params: DrainParams, memory: ControlMemory, backlog: float | None, rates: Rates | None, dt: float,
+    shed: tuple[bool, bool, bool] = (False, False, False),
 ) -> ControlStep:
-    """One poll of the loop, ``dt`` seconds after the previous one (0 on the first)."""
+    """One poll of the loop, ``dt`` seconds after the previous one (0 on the first).
+
+    ``shed`` marks priorities the zone rules shed this poll: they produce nothing whatever their
+    ratio, so R goes to the others (allocating them a share would admit less than R in all and
+    drain the backlog below its target).
+    """
     reason = degraded_reason(backlog, rates)
     if reason is not None or backlog is None or rates is None or rates.consumed is None or rates.offered is None:
         # Degraded: forget the ratios (the zones take over) but keep mu and I for the return.
         return ControlStep(memory._replace(admit=FULL, allowed=None, offered=None), reason, memory.admit != FULL)
     offered = rates.offered
+    wanted: Triple = (
+        0.0 if shed[0] else offered[0], 0.0 if shed[1] else offered[1], 0.0 if shed[2] else offered[2]
+    )
     mu = rates.consumed if memory.mu is None else memory.mu + params.rate_smoothing * (rates.consumed - memory.mu)
     error = params.target_lag - backlog  # > 0: room to admit more than mu
     proportional = error / params.drain_seconds
-    if error > 0:
-        proportional = max(proportional, FILL_GAIN * mu * error / params.target_lag)
+    probe_below = PROBE_FRACTION * params.target_lag
+    if backlog < probe_below:  # the consumer is idle part of the time: mu under-reads its capacity
+        proportional = max(proportional, FILL_GAIN * mu * (probe_below - backlog) / probe_below)
     integral = memory.integral
-    demand = sum(offered)
+    demand = sum(wanted)
     allowed = mu + proportional + integral
     if params.integral_seconds > 0 and dt > 0:
         pinned_low = allowed <= 0.0 and error < 0
@@ -182,12 +208,16 @@ def control(
         if pinned_high:
             integral *= math.exp(-dt / params.integral_seconds)  # nothing to throttle: let it go
         elif not pinned_low:
-            integral += error / (params.drain_seconds * params.integral_seconds) * dt
+            band = INTEGRAL_BAND * params.target_lag
+            learned = min(band, max(-band, error))
+            integral += learned / (params.drain_seconds * params.integral_seconds) * dt
         bound = MAX_CORRECTION * mu
         integral = min(bound, max(-bound, integral))
         allowed = mu + proportional + integral
     allowed = max(0.0, allowed)
-    raw = admit_ratios(allocate(allowed, offered, params.floors), offered)
-    admit = _publish(memory.admit, raw, params.deadband)
+    raw = admit_ratios(allocate(allowed, wanted, params.floors), offered)
+    admit = _publish(memory.admit, raw, params.deadband, wanted, allowed)
+    if any(shed):  # a priority the zones shed admits nothing, and the document says so
+        admit = (0.0 if shed[0] else admit[0], 0.0 if shed[1] else admit[1], 0.0 if shed[2] else admit[2])
     new = ControlMemory(admit=admit, integral=integral, mu=mu, allowed=allowed, offered=offered)
     return ControlStep(new, None, admit != memory.admit)

@@ -273,7 +273,8 @@ def evaluate(
     control_memory, pacing, degraded = prev.control, False, None
     if drain is not None and source != "override":
         dt = 0.0 if prev.last_evaluated is None else max(0.0, now - prev.last_evaluated)
-        step = control(drain, prev.control, backlog if source == signal else None, rates, dt)
+        sheds_now = (False, False, False) if values is None else (values[0][3], values[1][3], values[2][3])
+        step = control(drain, prev.control, backlog if source == signal else None, rates, dt, sheds_now)
         control_memory, degraded = step.memory, step.degraded
         if degraded is None and values is not None:
             pacing = True
