@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -10,6 +11,33 @@ from sluice.decision import PRIORITIES
 
 ZONE_VALUE = {"green": 0, "yellow": 1, "red": 2}
 CIRCUIT_VALUE = {"closed": 0, "half-open": 1, "open": 2, "forced-closed": 3, "forced-open": 4}
+
+
+class PolicySeries:
+    """One policy's gauge children, looked up once, and the value each was last set to.
+
+    A steady cycle sets ~30 gauges per policy; `Gauge.labels()` validates and locks on every call,
+    which cost more than the evaluation itself. `set` binds the child on first use and skips values
+    that did not change (`forget_policy` drops the whole object with the label sets).
+    """
+
+    __slots__ = ("_children", "_labels", "_last")
+
+    def __init__(self, namespace: str, policy: str) -> None:
+        self._labels = (namespace, policy)
+        self._children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}
+        self._last: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+
+    def set(self, gauge: Gauge, value: float, *labels: str) -> None:
+        """``gauge.labels(namespace, policy, *labels).set(value)``, done only when the value changed."""
+        key = (gauge, labels)
+        if self._last.get(key) == value:  # NaN never equals: always set, as before
+            return
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = gauge.labels(*self._labels, *labels)
+        child.set(value)
+        self._last[key] = value
 
 
 class OperatorMetrics:
@@ -114,11 +142,30 @@ class OperatorMetrics:
             ["method", "code"], registry=r,
         )
         self._conditions: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+        self._policies: dict[tuple[str, str], PolicySeries] = {}
+        self._bound: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
-    def set_conditions(self, namespace: str, policy: str, conditions: list[dict[str, Any]]) -> None:
+    def policy(self, namespace: str, policy: str) -> PolicySeries:
+        """The per-policy gauges of one policy (kept until `forget_policy`)."""
+        series = self._policies.get((namespace, policy))
+        if series is None:
+            series = self._policies[(namespace, policy)] = PolicySeries(namespace, policy)
+        return series
+
+    def bound(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)`` for the operator-wide metrics, looked up once per label set."""
+        key = (metric, labels)
+        child = self._bound.get(key)
+        if child is None:
+            child = self._bound[key] = metric.labels(*labels)
+        return child
+
+    def set_conditions(self, namespace: str, policy: str, conditions: Iterable[dict[str, Any]]) -> None:
         """Export the policy's current conditions, dropping label sets that no longer hold."""
         now = {(str(c.get("type")), str(c.get("status")), str(c.get("reason") or "")) for c in conditions}
         before = self._conditions.get((namespace, policy), set())
+        if now == before and (namespace, policy) in self._conditions:
+            return  # the same label sets, all already at 1
         for gone in before - now:
             try:
                 self.condition.remove(namespace, policy, *gone)
@@ -129,6 +176,7 @@ class OperatorMetrics:
         self._conditions[(namespace, policy)] = now
 
     def forget_policy(self, namespace: str, policy: str) -> None:
+        self._policies.pop((namespace, policy), None)
         for priority in PRIORITIES:
             for gauge in (self.zone, self.delay_ms, self.shed, self.admit_ratio, self.offered_rate):
                 try:

@@ -123,16 +123,22 @@ async def test_sees_the_configmap_created_and_updated(cluster: ClusterHandle, so
 async def test_a_dropped_watch_resumes_from_the_last_resource_version(
     cluster: ClusterHandle, source: ConfigMapDecisions
 ) -> None:
-    create(cluster, {"decision.json": to_json(make_decision(epoch=1))})
-    await until(lambda: epoch(source.view()) == 1 and cluster.proxy.open_watches >= 1)
-    last_rv = source.resource_versions[NAME]
-    watches_before = len(cluster.proxy.recorded(method="GET", resource="configmaps"))
+    # The list (empty) and the watch come first, so the watch's ADDED event carries a newer
+    # resourceVersion than the list did: the resume must use the event's, not the list's.
+    await until(lambda: source.lists == 1 and cluster.proxy.open_watches >= 1, what="first list and watch")
+    list_rv = source.resource_versions[NAME]
+    created = cluster.api.create_object("configmaps", configmap(cluster.namespace, {
+        "decision.json": to_json(make_decision(epoch=1))}))
+    last_rv = created["metadata"]["resourceVersion"]
+    assert last_rv != list_rv
+    await until(lambda: epoch(source.view()) == 1 and source.resource_versions[NAME] == last_rv,
+                what="the ADDED event read")
+    before = len(cluster.proxy.recorded(method="GET", resource="configmaps"))
 
-    cluster.proxy.drop_watches()  # the connection drops mid-stream
-    await until(lambda: len(cluster.proxy.recorded(method="GET", resource="configmaps")) > watches_before
-                and cluster.proxy.open_watches >= 1, what="re-watch")
-    resumed = cluster.proxy.recorded(method="GET", resource="configmaps")[-1]
-    assert resumed.query.get("resourceVersion") == last_rv and resumed.query.get("watch") == "true"
+    assert cluster.proxy.drop_watches() == 1  # the connection drops mid-stream
+    await until(lambda: len(cluster.proxy.recorded(method="GET", resource="configmaps")) > before, what="re-watch")
+    resumed = cluster.proxy.recorded(method="GET", resource="configmaps")[before]  # the first request after the drop
+    assert resumed.query.get("watch") == "true" and resumed.query.get("resourceVersion") == last_rv
     patch(cluster, {"decision.json": to_json(make_decision(epoch=2))})
     await until(lambda: epoch(source.view()) == 2, what="update after resume")
     assert source.lists == 1  # resumed, not relisted

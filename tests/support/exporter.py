@@ -3,17 +3,29 @@
 Real Prometheus scrapes it over real HTTP on loopback, so a test can put any
 backlog number (or NaN, +Inf, several series) in front of the operator without
 running Kafka or kafka-exporter.
+
+:class:`ExporterProcess` is the same exporter in a child process of its own, driven over HTTP
+(``POST /control``). A benchmark uses it so that the operator under test is the only thing in its
+process: an in-process exporter competes for the GIL with the cycles it feeds, and under load its
+scrapes time out, the series go stale and the "steady" signal is lost and restored.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
-__all__ = ["Exporter", "format_value", "render_metrics"]
+__all__ = ["Exporter", "ExporterProcess", "format_value", "render_metrics"]
 
 LabelSet = tuple[tuple[str, str], ...]
 
@@ -59,8 +71,9 @@ class Exporter:
     Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, control: bool = False) -> None:
         self._host = host
+        self._control = control  # serve POST /control (the child side of ExporterProcess)
         self._lock = threading.Lock()
         self._series: dict[str, dict[LabelSet, float]] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -131,6 +144,20 @@ class Exporter:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self) -> None:
+                if not exporter._control or self.path != "/control":
+                    self.send_error(404)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                command = json.loads(self.rfile.read(length) or b"{}")
+                answer = exporter._command(command)
+                body = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def log_message(self, format: str, *args: object) -> None:
                 return  # keep test output quiet
 
@@ -140,6 +167,17 @@ class Exporter:
         self._thread = threading.Thread(target=server.serve_forever, name="test-exporter", daemon=True)
         self._thread.start()
         return self
+
+    def _command(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        op = command.get("op")
+        if op == "set":
+            self.set(command["name"], float(command["value"]), command.get("labels"))
+        elif op == "remove":
+            self.remove(command["name"], command.get("labels"))
+        elif op == "clear":
+            self.clear()
+        with self._lock:
+            return {"scrapes": self.scrapes}
 
     def stop(self) -> None:
         server, thread = self._server, self._thread
@@ -160,3 +198,98 @@ class Exporter:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ExporterProcess:
+    """:class:`Exporter` in a child process (same ``set``/``remove``/``clear``/``target`` API).
+
+    ``set`` returns once the child holds the new value, so the next scrape serves it.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._host = host
+        self._proc: subprocess.Popen[str] | None = None
+        self._port: int | None = None
+
+    def start(self) -> ExporterProcess:
+        if self._proc is not None:
+            return self
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--host", self._host],
+                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        stdout: IO[str] | None = proc.stdout
+        assert stdout is not None
+        line = stdout.readline()  # "port <n>" once serving
+        if not line.startswith("port "):
+            proc.kill()
+            proc.wait(5)
+            raise RuntimeError(f"the exporter process did not start (said {line!r})")
+        self._proc, self._port = proc, int(line.split()[1])
+        return self
+
+    def _call(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(f"http://{self.target}/control", data=json.dumps(command).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+    def set(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        self._call({"op": "set", "name": name, "value": float(value), "labels": dict(labels or {})})
+
+    def remove(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        self._call({"op": "remove", "name": name, "labels": None if labels is None else dict(labels)})
+
+    def clear(self) -> None:
+        self._call({"op": "clear"})
+
+    @property
+    def scrapes(self) -> int:
+        return int(self._call({"op": "count"})["scrapes"])
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("exporter is not running")
+        return self._port
+
+    @property
+    def target(self) -> str:
+        return f"{self._host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.target}/metrics"
+
+    def stop(self) -> None:
+        proc, self._proc, self._port = self._proc, None, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> ExporterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child side of :class:`ExporterProcess`: serve until terminated."""
+    parser = argparse.ArgumentParser(description="a test exporter driven over POST /control")
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    exporter = Exporter(args.host, control=True).start()
+    print(f"port {exporter.port}", flush=True)
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.support.exporter import Exporter
+from tests.support.exporter import Exporter, ExporterProcess
 
 __all__ = [
     "INSTALL_HINT",
@@ -110,7 +110,7 @@ class PrometheusServer:
 
     def __init__(
         self,
-        exporter: Exporter,
+        exporter: Exporter | ExporterProcess,
         *,
         binary: str | None = None,
         workdir: Path | None = None,

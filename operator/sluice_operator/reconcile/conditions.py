@@ -29,21 +29,20 @@ class Conditions:
     def set(self, type_: str, status: Status, reason: str, message: str = "", generation: int | None = None) -> bool:
         """Set one condition; True when anything a user would notice changed."""
         old = self.items.get(type_)
+        message = str(message or "")[:1024]  # never null: the CRD types it as a string
+        if old is not None and old.get("status") == status and old.get("reason") == reason \
+                and old.get("message") == message and old.get("observedGeneration") == generation:
+            return False  # the steady case: no new dict, no clock read
         new: dict[str, Any] = {
             "type": type_,
             "status": status,
             "reason": reason,
-            "message": str(message or "")[:1024],  # never null: the CRD types it as a string
-            "lastTransitionTime": rfc3339(),
+            "message": message,
+            "lastTransitionTime": (old.get("lastTransitionTime") if old is not None and old.get("status") == status
+                                   else None) or rfc3339(),
         }
         if generation is not None:
             new["observedGeneration"] = generation
-        if old is not None:
-            if old.get("status") == status:
-                new["lastTransitionTime"] = old.get("lastTransitionTime") or new["lastTransitionTime"]
-            same = all(old.get(k) == new.get(k) for k in ("status", "reason", "message", "observedGeneration"))
-            if same:
-                return False
         self.items[type_] = new
         return True
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 from typing_extensions import Unpack
 
-from sluice.decision import DECISION_KEY, CircuitState, Decision, fingerprint, to_json
+from sluice.decision import DECISION_KEY, VOLATILE_FIELDS, CircuitState, Decision, fingerprint, to_json
 from sluice_operator import engine
 from sluice_operator.api.common import API_VERSION, PRIORITIES
 from sluice_operator.api.policy import BackpressurePolicySpec
@@ -50,6 +50,39 @@ log = logging.getLogger(__name__)
 TERMINATING_BACKOFF = 60.0
 
 
+#: The Decision fields `fingerprint` hashes (all but the volatile ones), by attribute name.
+_STABLE_FIELDS = tuple(f for f, info in Decision.model_fields.items() if (info.alias or f) not in VOLATILE_FIELDS)
+_STABLE_CIRCUIT_FIELDS = tuple(
+    f for f, info in CircuitState.model_fields.items() if (info.alias or f) not in VOLATILE_FIELDS)
+
+
+def _stable(doc: Decision) -> tuple[Any, ...]:
+    """What `fingerprint(doc)` depends on, as a value that compares equal only when that is the same."""
+    circuit = doc.circuit
+    return (*(getattr(doc, f) for f in _STABLE_FIELDS if f != "circuit"),
+            None if circuit is None else tuple(getattr(circuit, f) for f in _STABLE_CIRCUIT_FIELDS))
+
+
+class FingerprintMemo:
+    """`fingerprint()` of the last document, reused while its producer-facing content is the same.
+
+    Hashing the canonical JSON of every candidate cost a steady cycle more than the evaluation;
+    comparing the fields it covers (nested models compare field by field) is a few microseconds.
+    """
+
+    __slots__ = ("_basis", "_value")
+
+    def __init__(self) -> None:
+        self._basis: tuple[Any, ...] | None = None
+        self._value = ""
+
+    def of(self, doc: Decision) -> str:
+        basis = _stable(doc)
+        if basis != self._basis:
+            self._basis, self._value = basis, fingerprint(doc)
+        return self._value
+
+
 @dataclass
 class PolicyState:
     """What the operator remembers about one policy between cycles (restored from status)."""
@@ -71,6 +104,7 @@ class PolicyState:
     compliance: dict[str, Any] | None = None  # status.compliance (spec.compliance)
     compliance_due: float = 0.0  # monotonic
     kafka_position: KafkaPosition | None = None  # kafka mode's last committed position (DrainTime)
+    fingerprints: FingerprintMemo = field(default_factory=FingerprintMemo, repr=False, compare=False)
 
     @classmethod
     def restore(cls, namespace: str, name: str, uid: str | None, status: Any) -> PolicyState:
@@ -124,11 +158,13 @@ class PolicyCycle(Cycle):
         conditions_changed |= control_condition(state, spec, outcome, generation, emits)
         circuit = self.circuits(spec.circuit_breaker_ref) if spec.circuit_breaker_ref else None
         configmap = spec.output.config_map_name or policy_configmap(state.name)
+        # Built at the epoch it keeps when nothing changed (the steady case: no copy); the fingerprint
+        # ignores the epoch, and a change bumps it below.
         candidate = engine.build_decision(
             outcome, namespace=state.namespace, name=state.name, now=now_wall,
-            ttl_seconds=spec.output.ttl_seconds, epoch=state.epoch + 1, circuit=circuit,
+            ttl_seconds=spec.output.ttl_seconds, epoch=max(state.epoch, 1), circuit=circuit,
         )
-        new_fingerprint = fingerprint(candidate)
+        new_fingerprint = state.fingerprints.of(candidate)
         changed = new_fingerprint != state.fingerprint
         refresh_due = state.published_at is None or (
             self.clock() - state.published_at >= spec.output.ttl_seconds * REFRESH_FRACTION
@@ -231,52 +267,54 @@ class PolicyCycle(Cycle):
     def _observe(self, state: PolicyState, decision: Decision, backlog: float | None, reading: Reading,
                  kind: str, elapsed: float) -> None:
         m = self.metrics
-        m.evaluations.labels(kind="BackpressurePolicy", result="ok" if reading.ok else reading.status.value).inc()
-        m.evaluation_seconds.labels(kind="BackpressurePolicy").observe(elapsed)
+        m.bound(m.evaluations, "BackpressurePolicy", "ok" if reading.ok else reading.status.value).inc()
+        m.bound(m.evaluation_seconds, "BackpressurePolicy").observe(elapsed)
         if not reading.ok:
-            m.source_errors.labels(source=kind, reason=reading.reason or "Unknown").inc()
+            m.bound(m.source_errors, kind, reading.reason or "Unknown").inc()
+        series = m.policy(state.namespace, state.name)
         if backlog is not None:
-            m.backlog.labels(state.namespace, state.name).set(backlog)
+            series.set(m.backlog, backlog)
         for priority in PRIORITIES:
             entry = decision.priorities.get(priority)
-            m.zone.labels(state.namespace, state.name, priority).set(ZONE_VALUE[entry.zone])
-            m.delay_ms.labels(state.namespace, state.name, priority).set(entry.delay_ms)
+            series.set(m.zone, ZONE_VALUE[entry.zone], priority)
+            series.set(m.delay_ms, entry.delay_ms, priority)
 
 
     def _observe_more(self, state: PolicyState, spec: BackpressurePolicySpec, outcome: engine.Outcome,
                       reading: Reading) -> None:
         """The gauges the dashboards and alerts read (docs/runbooks.md)."""
         m, ns, name = self.metrics, state.namespace, state.name
+        series = m.policy(ns, name)
         memory = outcome.memory
         if memory.smoothed_backlog is not None:
-            m.smoothed_backlog.labels(ns, name).set(memory.smoothed_backlog)
+            series.set(m.smoothed_backlog, memory.smoothed_backlog)
         for i, priority in enumerate(("high", "medium", "low")):
             window = getattr(spec.thresholds, priority)
             for zone in ("green", "yellow", "red"):
-                m.threshold.labels(ns, name, priority, zone).set(getattr(window, zone))
-            m.shed.labels(ns, name, priority).set(1 if memory.shed[i] else 0)
+                series.set(m.threshold, getattr(window, zone), priority, zone)
+            series.set(m.shed, 1 if memory.shed[i] else 0, priority)
             if spec.control.mode == "DrainTime":
-                m.admit_ratio.labels(ns, name, priority).set(memory.control.admit[i] if memory.pacing else 1.0)
+                series.set(m.admit_ratio, memory.control.admit[i] if memory.pacing else 1.0, priority)
                 offered = memory.control.offered
-                m.offered_rate.labels(ns, name, priority).set(float("nan") if offered is None else offered[i])
+                series.set(m.offered_rate, float("nan") if offered is None else offered[i], priority)
         if spec.control.mode == "DrainTime":
             allowed, mu = outcome.allowed_rate, outcome.consumption_rate
-            m.allowed_rate.labels(ns, name).set(float("nan") if allowed is None else allowed)
-            m.consumption_rate.labels(ns, name).set(float("nan") if mu is None else mu)
-        m.signal_available.labels(ns, name).set(1 if reading.ok else 0)
-        m.fallback.labels(ns, name).set(1 if outcome.fallback_engaged else 0)
-        m.epoch.labels(ns, name).set(state.epoch)
-        m.stale_after.labels(ns, name).set(spec.fallback.stale_after_seconds)
+            series.set(m.allowed_rate, float("nan") if allowed is None else allowed)
+            series.set(m.consumption_rate, float("nan") if mu is None else mu)
+        series.set(m.signal_available, 1 if reading.ok else 0)
+        series.set(m.fallback, 1 if outcome.fallback_engaged else 0)
+        series.set(m.epoch, state.epoch)
+        series.set(m.stale_after, spec.fallback.stale_after_seconds)
         if memory.last_good_at is not None:
-            m.last_good.labels(ns, name).set(memory.last_good_at)
+            series.set(m.last_good, memory.last_good_at)
         elif state.first_seen is None:
             state.first_seen = self.wallclock().timestamp()
-            m.last_good.labels(ns, name).set(state.first_seen)
-        m.set_conditions(ns, name, state.conditions.as_list())
+            series.set(m.last_good, state.first_seen)
+        m.set_conditions(ns, name, state.conditions.items.values())
         if state.compliance is not None:
-            m.compliance_producers.labels(ns, name).set(state.compliance["producers"])
+            series.set(m.compliance_producers, state.compliance["producers"])
             ratio = state.compliance["ratio"]
-            m.compliance_ratio.labels(ns, name).set(float("nan") if ratio is None else ratio)
+            series.set(m.compliance_ratio, float("nan") if ratio is None else ratio)
 
 
 def _summary(priority: str, decision: Decision) -> str:

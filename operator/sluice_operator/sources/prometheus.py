@@ -202,6 +202,7 @@ class PrometheusClient:
         self._requests_sent = 0
         self._cache: dict[str, _CacheEntry] = {}
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self._readings: dict[tuple[int, Aggregate | None, EmptyResult], tuple[Answer, Reading]] = {}
         self._closed = False
 
     @property
@@ -230,10 +231,23 @@ class PrometheusClient:
                 self._inflight[query] = future
                 future.add_done_callback(functools.partial(self._settle, query))
             try:
-                answer = await asyncio.wait_for(asyncio.shield(future), limit)
+                async with asyncio.timeout(limit):  # cheaper than wait_for for the many callers joining
+                    answer = await asyncio.shield(future)
             except TimeoutError:
                 answer = _timeout_answer(limit)
-        return classify(answer, aggregate=aggregate, empty_result=empty_result)
+        return self._classify(answer, aggregate, empty_result)
+
+    def _classify(self, answer: Answer, aggregate: Aggregate | None, empty_result: EmptyResult) -> Reading:
+        """`classify`, once per shared answer and reading options (Readings are immutable)."""
+        key = (id(answer), aggregate, empty_result)
+        hit = self._readings.get(key)
+        if hit is not None and hit[0] is answer:
+            return hit[1]
+        reading = classify(answer, aggregate=aggregate, empty_result=empty_result)
+        if len(self._readings) >= 256:
+            self._readings.clear()  # the live set is one answer per query and option set
+        self._readings[key] = (answer, reading)
+        return reading
 
     def _cached(self, query: str) -> Answer | None:
         entry = self._cache.get(query)

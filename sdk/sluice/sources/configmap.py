@@ -133,6 +133,10 @@ class ConfigMapDecisions(DecisionSource):
             except Exception as exc:
                 if self._stop.is_set():
                     break
+                if rv is not None:
+                    # A watch that fails mid-stream (a dropped connection) raises instead of returning
+                    # its last resourceVersion: resume from the newest one it read, not the list's.
+                    rv = self.resource_versions[name] or rv
                 self._mark(name, False)
                 self._report_error(name, f"watch failed: {_summary(exc)}")
                 delay = random.random() * self.reconnect.cap(failures)
