@@ -47,6 +47,17 @@ spec:
   source: {prometheus: {query: 'sum(no_such_metric_anywhere)'}}
   polling: {intervalSeconds: 1, jitterSeconds: 0, timeoutSeconds: 0.8}
 ---
+# DrainTime, fed by the real SDK's offered counter of the producer of "orders" (the DrainTime panels)
+apiVersion: sluice.dev/v1alpha1
+kind: BackpressurePolicy
+metadata: {name: paced, namespace: orders}
+spec:
+  source: {prometheus: {query: 'sum(test_lag{policy="orders"})', consumptionQuery: 'sum(test_mu)'}}
+  polling: {intervalSeconds: 1, jitterSeconds: 0, timeoutSeconds: 0.8}
+  control:
+    mode: DrainTime
+    offeredQuery: 'sum by (priority) (sluice_producer_offered_total{policy="orders"})'
+---
 apiVersion: sluice.dev/v1alpha1
 kind: CircuitBreaker
 metadata: {name: brokers}
@@ -81,6 +92,7 @@ async def test_every_dashboard_query_returns_series(cluster: ClusterHandle, tmp_
     exporter = Exporter().start()
     exporter.set("test_lag", 500, {"policy": "orders"})
     exporter.set("test_errors", 1, {"circuit": "brokers"})
+    exporter.set("test_mu", 100)
     with served(local_metrics.registry) as local_target, served(cluster_registry) as cluster_target, \
             served(sdk_registry) as sdk_target, InProcessKafka(num_brokers=1, topics={"orders": 1}) as kafka:
         prom = ScrapingPrometheus(exporter, [local_target, cluster_target, sdk_target])

@@ -52,8 +52,8 @@ async def test_drain_time_publishes_admit_ratios_and_degrades_to_zones(
         allowed = MU - (3000 - 500) / 60
         assert doc["high"]["admitRatio"] == 1.0 and doc["high"]["excess"] == "wait"
         assert doc["medium"]["admitRatio"] == 1.0 and doc["medium"]["excess"] == "wait"
-        assert doc["low"]["admitRatio"] == pytest.approx((allowed - 800) / 800, abs=1e-3)
-        assert doc["low"]["excess"] == "shed"
+        assert doc["low"]["shed"] and doc["low"]["admitRatio"] == 0.0  # 3000 is deep in low's red: the
+        assert doc["low"]["excess"] == "shed"  # zones shed it, and R goes to high and medium
         assert [doc[p]["delayMs"] for p in ("high", "medium", "low")] == [0, 0, 0]
         assert doc["medium"]["zone"] == "red"  # zones are still computed and shown
         obj = await api.wait_for_object(
