@@ -130,7 +130,7 @@ async def _measure_point(plane: ControlPlane, server: PrometheusServer, policies
     prom = PrometheusClient(server.url, max_workers=8, cache_ttl=2.0)
     client = KubeClient(Connection(server=plane.server, ca_path=str(plane.ca_file),
                                    token_path=str(identity.token_file)),
-                        timeout=600, qps=settings.api_qps, burst=settings.api_burst)
+                        timeout=600, qps=settings.api.qps, burst=settings.api.burst)
     cycle = PolicyCycle(Signals(settings, prom), ClusterSink(client), KubeEvents(client), OperatorMetrics())
 
     async def run(state: PolicyState, spec: BackpressurePolicySpec) -> tuple[bool, bool, bool, bool]:
@@ -179,8 +179,8 @@ async def _measure_point(plane: ControlPlane, server: PrometheusServer, policies
     return {
         "policies": policies,
         "distinct_queries": queries,
-        "api_qps": settings.api_qps,
-        "api_burst": settings.api_burst,
+        "api_qps": settings.api.qps,
+        "api_burst": settings.api.burst,
         "first_cycle": first,
         "first_publish_seconds": first["wall_seconds"],
         "first_cycle_writes": first["api_writes"],

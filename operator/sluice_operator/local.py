@@ -269,7 +269,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         operator = LocalOperator(args.policies, args.decisions_dir, signals)
         log.info("local mode: policies from %s, decisions to %s, prometheus %s", args.policies,
-                 args.decisions_dir, args.prometheus or (settings.prometheus_url if explicit else "(none)"))
+                 args.decisions_dir, args.prometheus or (settings.prometheus.url if explicit else "(none)"))
         return await operator.run(stop, once=args.once)
 
     return asyncio.run(main())

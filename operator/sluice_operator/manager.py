@@ -46,34 +46,35 @@ class Manager:
     ) -> None:
         self.settings = settings
         self.connection = connection
-        self.client = KubeClient(connection, qps=settings.api_qps, burst=settings.api_burst)
+        self.client = KubeClient(connection, qps=settings.api.qps, burst=settings.api.burst)
         self.metrics = metrics or OperatorMetrics()
         requests = self.metrics.api_requests
         self.client.on_response = lambda method, code: requests.labels(method, str(code)).inc()
-        self.health = Health(max_age=settings.liveness_max_age_seconds)
+        self.health = Health(max_age=settings.server.liveness_max_age_seconds)
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
         self.elector = LeaderElector(
-            self.client, namespace=settings.lease_namespace, name=settings.lease_name, identity=self.identity,
-            duration=settings.lease_duration_seconds, renew_every=settings.lease_renew_seconds,
+            self.client, namespace=settings.leader.lease_namespace, name=settings.leader.lease_name,
+            identity=self.identity,
+            duration=settings.leader.lease_duration_seconds, renew_every=settings.leader.lease_renew_seconds,
         )
-        self.election_enabled = settings.leader_election
+        self.election_enabled = settings.leader.enabled
         self.signals = signals
         self.sink = ClusterSink(self.client)
-        self.events = KubeEvents(self.client, default_namespace=settings.lease_namespace)
+        self.events = KubeEvents(self.client, default_namespace=settings.leader.lease_namespace)
         self.namespaces = NamespaceView()
         leading = self.is_leading
         self.circuits = CircuitReconciler(
             CircuitCycle(signals, self.sink, self.events, self.metrics, namespaces=self.namespaces.view,
-                         scope=settings.configmap_scope(), leading=leading),
-            default_interval=settings.default_interval_seconds)
+                         scope=settings.scope.configmap_scope(), leading=leading),
+            default_interval=settings.scope.default_interval_seconds)
         self.policies = PolicyReconciler(
             PolicyCycle(signals, self.sink, self.events, self.metrics, circuits=self.circuits.document,
                         leading=leading),
-            default_interval=settings.default_interval_seconds, raw_query_allowed=settings.raw_query_allowed,
+            default_interval=settings.scope.default_interval_seconds, raw_query_allowed=settings.raw_query_allowed,
             on_forget=self.metrics.forget_policy)
         self.reconcilers: dict[Kind, Reconciler] = {"BackpressurePolicy": self.policies,
                                                      "CircuitBreaker": self.circuits}
-        self.scheduler = Scheduler(self.evaluate, concurrency=max(8, settings.max_concurrent_queries * 8))
+        self.scheduler = Scheduler(self.evaluate, concurrency=max(8, settings.prometheus.max_concurrent_queries * 8))
         self.cycles = 0
 
     # -- leadership ------------------------------------------------------------------------------
@@ -184,13 +185,13 @@ class Manager:
     async def run(self, stop: asyncio.Event, *, namespaces: tuple[str, ...] = (), http: bool = True,
                   kopf_settings: kopf.OperatorSettings | None = None, release_on_stop: bool = True) -> int:
         """Serve health, wait for the Lease, run Kopf while leading. Returns an exit code."""
-        runner = await serve(self.health, self.metrics, self.settings.http_port) if http else None
+        runner = await serve(self.health, self.metrics, self.settings.server.http_port) if http else None
         self.health.ready = True
         code = 0
         try:
             if self.election_enabled:
-                log.info("waiting for leader lease %s/%s as %s", self.settings.lease_namespace,
-                         self.settings.lease_name, self.identity)
+                log.info("waiting for leader lease %s/%s as %s", self.settings.leader.lease_namespace,
+                         self.settings.leader.lease_name, self.identity)
                 if not await self.elector.acquire(stop, on_attempt=self.health.heartbeat):
                     return 0
             self.health.leading = True
@@ -239,13 +240,13 @@ class Manager:
 
     async def _resync_forever(self, namespaces: tuple[str, ...]) -> None:
         while True:
-            await asyncio.sleep(self.settings.resync_seconds)
+            await asyncio.sleep(self.settings.scope.resync_seconds)
             if not self.is_leading():
                 continue
             try:
                 await self.resync(namespaces)
             except (ApiError, OSError, TimeoutError) as error:
-                log.warning("resync failed (next in %gs): %s", self.settings.resync_seconds, error)
+                log.warning("resync failed (next in %gs): %s", self.settings.scope.resync_seconds, error)
 
     async def _sweep_later(self, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
@@ -108,46 +108,98 @@ def _list(raw: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The validated settings; build with `Settings.from_env()` (defaults live in `SETTINGS` only)."""
+class PrometheusSettings:
+    """Where the signals come from, and how hard the operator may lean on it."""
 
-    prometheus_url: str
-    prometheus_bearer_token_file: str
-    prometheus_ca_file: str
-    prometheus_insecure_skip_verify: bool
+    url: str
+    bearer_token_file: str
+    ca_file: str
+    insecure_skip_verify: bool
+    query_cache_seconds: float
+    max_concurrent_queries: int
+
+
+@dataclass(frozen=True)
+class ScopeSettings:
+    """Which objects the operator watches, and how often it looks at them."""
+
     watch_namespaces: tuple[str, ...]
     circuit_namespaces: tuple[str, ...]
     default_interval_seconds: float
-    raw_query_namespaces: tuple[str, ...]
-    lag_query_template: str
-    consumption_query_template: str
-    query_cache_seconds: float
-    max_concurrent_queries: int
-    api_qps: float
-    api_burst: int
-    leader_election: bool
-    lease_name: str
-    lease_namespace: str
-    lease_duration_seconds: float
-    lease_renew_seconds: float
-    http_port: int
-    liveness_max_age_seconds: float
     resync_seconds: float
-    kafka_secrets: bool
-    circuit_secret_namespace: str
-    log_level: str
-    log_format: str
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    def raw_query_allowed(self, namespace: str) -> bool:
-        """May a policy in `namespace` send its own PromQL (a read with the operator's credentials)?"""
-        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.raw_query_namespaces)
 
     def configmap_scope(self) -> frozenset[str] | None:
         """Namespaces the operator may write ConfigMaps in; None when a ClusterRole grants all of them."""
         if not self.watch_namespaces:
             return None
         return frozenset(self.watch_namespaces) | frozenset(self.circuit_namespaces)
+
+
+@dataclass(frozen=True)
+class TenancySettings:
+    """What a tenant's policy may make the operator read (its credentials are the operator's)."""
+
+    raw_query_namespaces: tuple[str, ...]
+    lag_query_template: str
+    consumption_query_template: str
+    kafka_secrets: bool
+    circuit_secret_namespace: str
+
+    def raw_query_allowed(self, namespace: str) -> bool:
+        """May a policy in `namespace` send its own PromQL (a read with the operator's credentials)?"""
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.raw_query_namespaces)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The client-side rate limit of the operator's own API writes."""
+
+    qps: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    """Lease-based leader election: one active replica."""
+
+    enabled: bool
+    lease_name: str
+    lease_namespace: str
+    lease_duration_seconds: float
+    lease_renew_seconds: float
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The operator's own HTTP endpoints (/healthz, /readyz, /metrics)."""
+
+    http_port: int
+    liveness_max_age_seconds: float
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings, one group per concern (Kopf's ``OperatorSettings`` idea); build with
+    `Settings.from_env()`. Defaults live in `SETTINGS` only."""
+
+    prometheus: PrometheusSettings
+    scope: ScopeSettings
+    tenancy: TenancySettings
+    api: ApiSettings
+    leader: LeaderSettings
+    server: ServerSettings
+    logging: LogSettings
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def raw_query_allowed(self, namespace: str) -> bool:
+        """Shorthand for ``tenancy.raw_query_allowed`` (the question every signal read asks)."""
+        return self.tenancy.raw_query_allowed(namespace)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -198,38 +250,51 @@ class Settings:
             )
         lease_ns = get("SLUICE_LEASE_NAMESPACE") or env.get("POD_NAMESPACE", "") or "default"
         return cls(
-            prometheus_url=url,
-            prometheus_bearer_token_file=get("SLUICE_PROMETHEUS_BEARER_TOKEN_FILE"),
-            prometheus_ca_file=get("SLUICE_PROMETHEUS_CA_FILE"),
-            prometheus_insecure_skip_verify=_bool("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY",
-                                                  get("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY")),
-            watch_namespaces=_list(get("SLUICE_WATCH_NAMESPACES")),
-            circuit_namespaces=_list(get("SLUICE_CIRCUIT_NAMESPACES")),
-            default_interval_seconds=_number("SLUICE_DEFAULT_INTERVAL_SECONDS",
-                                             get("SLUICE_DEFAULT_INTERVAL_SECONDS"), minimum=1, maximum=3600),
-            raw_query_namespaces=_list(get("SLUICE_RAW_QUERY_NAMESPACES")),
-            lag_query_template=template,
-            consumption_query_template=consumption,
-            query_cache_seconds=_number("SLUICE_QUERY_CACHE_SECONDS", get("SLUICE_QUERY_CACHE_SECONDS"),
-                                        minimum=0, maximum=60),
-            max_concurrent_queries=int(_number("SLUICE_MAX_CONCURRENT_QUERIES",
-                                               get("SLUICE_MAX_CONCURRENT_QUERIES"), minimum=1, maximum=256)),
-            api_qps=_number("SLUICE_API_QPS", get("SLUICE_API_QPS"), minimum=0, maximum=100000),
-            api_burst=int(_number("SLUICE_API_BURST", get("SLUICE_API_BURST"), minimum=1, maximum=100000)),
-            leader_election=_bool("SLUICE_LEADER_ELECTION", get("SLUICE_LEADER_ELECTION")),
-            lease_name=get("SLUICE_LEASE_NAME"),
-            lease_namespace=lease_ns,
-            lease_duration_seconds=duration,
-            lease_renew_seconds=renew,
-            http_port=int(_number("SLUICE_HTTP_PORT", get("SLUICE_HTTP_PORT"), minimum=0, maximum=65535)),
-            resync_seconds=_number("SLUICE_RESYNC_SECONDS", get("SLUICE_RESYNC_SECONDS"), minimum=1, maximum=86400),
-            liveness_max_age_seconds=_number("SLUICE_LIVENESS_MAX_AGE_SECONDS",
-                                             get("SLUICE_LIVENESS_MAX_AGE_SECONDS"), minimum=5, maximum=86400),
-            kafka_secrets=_bool("SLUICE_KAFKA_SECRETS", get("SLUICE_KAFKA_SECRETS")),
-            circuit_secret_namespace=get("SLUICE_CIRCUIT_SECRET_NAMESPACE") or lease_ns,
-            log_level=level,
-            log_format=log_format,
+            prometheus=PrometheusSettings(
+                url=url,
+                bearer_token_file=get("SLUICE_PROMETHEUS_BEARER_TOKEN_FILE"),
+                ca_file=get("SLUICE_PROMETHEUS_CA_FILE"),
+                insecure_skip_verify=_bool("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY",
+                                           get("SLUICE_PROMETHEUS_INSECURE_SKIP_VERIFY")),
+                query_cache_seconds=_number("SLUICE_QUERY_CACHE_SECONDS", get("SLUICE_QUERY_CACHE_SECONDS"),
+                                            minimum=0, maximum=60),
+                max_concurrent_queries=int(_number("SLUICE_MAX_CONCURRENT_QUERIES",
+                                                   get("SLUICE_MAX_CONCURRENT_QUERIES"), minimum=1, maximum=256)),
+            ),
+            scope=ScopeSettings(
+                watch_namespaces=_list(get("SLUICE_WATCH_NAMESPACES")),
+                circuit_namespaces=_list(get("SLUICE_CIRCUIT_NAMESPACES")),
+                default_interval_seconds=_number("SLUICE_DEFAULT_INTERVAL_SECONDS",
+                                                 get("SLUICE_DEFAULT_INTERVAL_SECONDS"), minimum=1, maximum=3600),
+                resync_seconds=_number("SLUICE_RESYNC_SECONDS", get("SLUICE_RESYNC_SECONDS"),
+                                       minimum=1, maximum=86400),
+            ),
+            tenancy=TenancySettings(
+                raw_query_namespaces=_list(get("SLUICE_RAW_QUERY_NAMESPACES")),
+                lag_query_template=template,
+                consumption_query_template=consumption,
+                kafka_secrets=_bool("SLUICE_KAFKA_SECRETS", get("SLUICE_KAFKA_SECRETS")),
+                circuit_secret_namespace=get("SLUICE_CIRCUIT_SECRET_NAMESPACE") or lease_ns,
+            ),
+            api=ApiSettings(
+                qps=_number("SLUICE_API_QPS", get("SLUICE_API_QPS"), minimum=0, maximum=100000),
+                burst=int(_number("SLUICE_API_BURST", get("SLUICE_API_BURST"), minimum=1, maximum=100000)),
+            ),
+            leader=LeaderSettings(
+                enabled=_bool("SLUICE_LEADER_ELECTION", get("SLUICE_LEADER_ELECTION")),
+                lease_name=get("SLUICE_LEASE_NAME"),
+                lease_namespace=lease_ns,
+                lease_duration_seconds=duration,
+                lease_renew_seconds=renew,
+            ),
+            server=ServerSettings(
+                http_port=int(_number("SLUICE_HTTP_PORT", get("SLUICE_HTTP_PORT"), minimum=0, maximum=65535)),
+                liveness_max_age_seconds=_number("SLUICE_LIVENESS_MAX_AGE_SECONDS",
+                                                 get("SLUICE_LIVENESS_MAX_AGE_SECONDS"), minimum=5, maximum=86400),
+            ),
+            logging=LogSettings(level=level, format=log_format),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        """Every group as a plain dict (for logs and tests)."""
+        return {f.name: asdict(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}

@@ -18,24 +18,24 @@ from sluice_operator.sources.reading import Reading
 def prometheus_client(settings: Settings, url: str | None = None) -> PrometheusClient:
     """The shared Prometheus reader: bounded pool, no library retries, short query cache."""
     headers: dict[str, str] = {}
-    if settings.prometheus_bearer_token_file:
-        token = Path(settings.prometheus_bearer_token_file).read_text(encoding="utf-8").strip()
+    if settings.prometheus.bearer_token_file:
+        token = Path(settings.prometheus.bearer_token_file).read_text(encoding="utf-8").strip()
         headers["Authorization"] = f"Bearer {token}"
     verify: bool | str = True
-    if settings.prometheus_insecure_skip_verify:
+    if settings.prometheus.insecure_skip_verify:
         verify = False
-    elif settings.prometheus_ca_file:
-        verify = settings.prometheus_ca_file
+    elif settings.prometheus.ca_file:
+        verify = settings.prometheus.ca_file
     return PrometheusClient(
-        url or settings.prometheus_url, max_workers=settings.max_concurrent_queries,
-        cache_ttl=settings.query_cache_seconds, headers=headers, verify_tls=verify,
+        url or settings.prometheus.url, max_workers=settings.prometheus.max_concurrent_queries,
+        cache_ttl=settings.prometheus.query_cache_seconds, headers=headers, verify_tls=verify,
     )
 
 
 def build_signals(settings: Settings, *, client: KubeClient | None = None, prometheus_url: str | None = None,
                   with_prometheus: bool = True) -> Signals:
     """Prometheus + Kafka readers, and a Secret loader when the operator may read Secrets."""
-    lag = KafkaLagSource(max_workers=max(2, settings.max_concurrent_queries // 2))
+    lag = KafkaLagSource(max_workers=max(2, settings.prometheus.max_concurrent_queries // 2))
     prober = KafkaProbe()
 
     async def kafka_lag(source: KafkaSource, config: Mapping[str, str]) -> Reading:

@@ -45,10 +45,10 @@ async def test_concurrent_writers_are_spaced() -> None:
 
 def test_settings_and_client_defaults() -> None:
     settings = Settings.from_env({})
-    assert (settings.api_qps, settings.api_burst) == (100.0, 200)
+    assert (settings.api.qps, settings.api.burst) == (100.0, 200)
     client = KubeClient(Connection(server="http://127.0.0.1:1"))
     assert (client.limiter.qps, client.limiter.burst) == (100.0, 200)
-    assert Settings.from_env({"SLUICE_API_QPS": "0"}).api_qps == 0
+    assert Settings.from_env({"SLUICE_API_QPS": "0"}).api.qps == 0
     with pytest.raises(SettingsError, match="SLUICE_API_BURST"):
         Settings.from_env({"SLUICE_API_BURST": "0"})
     with pytest.raises(SettingsError, match="SLUICE_API_QPS"):

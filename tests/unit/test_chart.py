@@ -243,18 +243,18 @@ def test_chart_defaults_equal_operator_defaults() -> None:
 
 def test_values_reach_the_operator() -> None:
     settings = Settings.from_env(_env(helm.render(VALUE_SETS["custom"])))
-    assert settings.prometheus_url == "https://prometheus.monitoring.svc:9091"
-    assert settings.prometheus_ca_file == "/etc/sluice/prometheus/ca.crt"
-    assert settings.raw_query_namespaces == ("platform", "kafka-*")
+    assert settings.prometheus.url == "https://prometheus.monitoring.svc:9091"
+    assert settings.prometheus.ca_file == "/etc/sluice/prometheus/ca.crt"
+    assert settings.tenancy.raw_query_namespaces == ("platform", "kafka-*")
     assert settings.raw_query_allowed("kafka-eu") and not settings.raw_query_allowed("team-a")
-    assert (settings.log_level, settings.log_format, settings.http_port) == ("DEBUG", "text", 9095)
-    assert settings.query_cache_seconds == 0.5
-    assert (settings.lease_duration_seconds, settings.lease_renew_seconds) == (30, 10)
+    assert (settings.logging.level, settings.logging.format, settings.server.http_port) == ("DEBUG", "text", 9095)
+    assert settings.prometheus.query_cache_seconds == 0.5
+    assert (settings.leader.lease_duration_seconds, settings.leader.lease_renew_seconds) == (30, 10)
     namespaced = Settings.from_env(_env(helm.render(VALUE_SETS["namespaced-secrets"])))
-    assert namespaced.watch_namespaces == ("team-a",)
-    assert namespaced.kafka_secrets is True
-    assert namespaced.lease_namespace == "sluice-leases"
-    assert namespaced.circuit_secret_namespace == "kafka-creds"
+    assert namespaced.scope.watch_namespaces == ("team-a",)
+    assert namespaced.tenancy.kafka_secrets is True
+    assert namespaced.leader.lease_namespace == "sluice-leases"
+    assert namespaced.tenancy.circuit_secret_namespace == "kafka-creds"
 
 
 def test_leader_election_env_and_downward_api() -> None:

@@ -186,4 +186,4 @@ def test_lone_surrogate_is_refused() -> None:
 
 def test_default_template_is_valid_and_matches_settings() -> None:
     validate_lag_template(DEFAULT_LAG_TEMPLATE)
-    assert Settings.from_env({}).lag_query_template == DEFAULT_LAG_TEMPLATE
+    assert Settings.from_env({}).tenancy.lag_query_template == DEFAULT_LAG_TEMPLATE

@@ -13,9 +13,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_defaults() -> None:
     settings = Settings.from_env({})
-    assert settings.raw_query_namespaces == ("*",)
-    assert settings.leader_election and settings.lease_duration_seconds == 15
-    assert settings.watch_namespaces == ()
+    assert settings.tenancy.raw_query_namespaces == ("*",)
+    assert settings.leader.enabled and settings.leader.lease_duration_seconds == 15
+    assert settings.scope.watch_namespaces == ()
 
 
 @pytest.mark.parametrize(

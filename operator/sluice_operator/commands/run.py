@@ -27,11 +27,13 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         print(f"sluice run: invalid setting: {error}", file=sys.stderr)
         return None
     if args.prometheus:
-        settings = dataclasses.replace(settings, prometheus_url=args.prometheus.rstrip("/"))
+        prometheus = dataclasses.replace(settings.prometheus, url=args.prometheus.rstrip("/"))
+        settings = dataclasses.replace(settings, prometheus=prometheus)
     if args.namespace:
-        settings = dataclasses.replace(settings, watch_namespaces=tuple(args.namespace))
+        scope = dataclasses.replace(settings.scope, watch_namespaces=tuple(args.namespace))
+        settings = dataclasses.replace(settings, scope=scope)
     if args.verbose:
-        settings = dataclasses.replace(settings, log_level="DEBUG")
+        settings = dataclasses.replace(settings, logging=dataclasses.replace(settings.logging, level="DEBUG"))
     return settings
 
 
@@ -85,16 +87,16 @@ async def _cluster(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("starting: prometheus=%s namespaces=%s leader-election=%s", settings.prometheus_url,
-             ",".join(settings.watch_namespaces) or "(cluster-wide)", settings.leader_election)
-    return await runtime.run(stop, namespaces=settings.watch_namespaces)
+    log.info("starting: prometheus=%s namespaces=%s leader-election=%s", settings.prometheus.url,
+             ",".join(settings.scope.watch_namespaces) or "(cluster-wide)", settings.leader.enabled)
+    return await runtime.run(stop, namespaces=settings.scope.watch_namespaces)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return 2
-    logs.setup(settings.log_level, "text" if args.local and sys.stderr.isatty() else settings.log_format)
+    logs.setup(settings.logging.level, "text" if args.local and sys.stderr.isatty() else settings.logging.format)
     if args.local:
         from sluice_operator.local import run_local
 

@@ -87,7 +87,7 @@ async def _consumption(
     else:
         try:
             query = build_lag_query(
-                signals.settings.consumption_query_template, source.consumer_group or "", source.topics or []
+                signals.settings.tenancy.consumption_query_template, source.consumer_group or "", source.topics or []
             )
         except LagTemplateError as error:
             return f"bad SLUICE_CONSUMPTION_QUERY_TEMPLATE: {error}", None

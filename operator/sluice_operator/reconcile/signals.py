@@ -60,14 +60,16 @@ class Signals:
                 )
             return source.query
         try:
-            return build_lag_query(self.settings.lag_query_template, source.consumer_group or "", source.topics or [])
+            return build_lag_query(
+                self.settings.tenancy.lag_query_template, source.consumer_group or "", source.topics or []
+            )
         except LagTemplateError as error:
             return Reading(SignalStatus.SPEC_ERROR, reason="BadTemplate", message=str(error))
 
     async def _kafka_config(self, namespace: str, secret_name: str | None) -> Mapping[str, str] | Reading:
         if secret_name is None:
             return {}
-        if not self.settings.kafka_secrets or self.secrets is None:
+        if not self.settings.tenancy.kafka_secrets or self.secrets is None:
             return Reading(
                 SignalStatus.SPEC_ERROR, reason="SecretsDisabled",
                 message=("secretRef is set but the operator may not read Secrets; install the chart with "
@@ -127,7 +129,7 @@ class Signals:
         if self.kafka_probe is None:
             return "unknown", "the kafka probe needs confluent-kafka installed in the operator"
         config = await self._kafka_config(
-            kafka.secret_namespace or self.settings.circuit_secret_namespace,
+            kafka.secret_namespace or self.settings.tenancy.circuit_secret_namespace,
             kafka.secret_ref.name if kafka.secret_ref else None,
         )
         if isinstance(config, Reading):

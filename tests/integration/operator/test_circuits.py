@@ -135,8 +135,8 @@ async def test_only_the_leader_acts_and_a_standby_takes_over(cluster: ClusterHan
         stopped_at = loop.time()
         await api.wait_for(lambda: second.runtime.cycles > 0, timeout_s=15, what="standby acting")
         took = loop.time() - stopped_at
-        lease_duration = second.runtime.settings.lease_duration_seconds
-        assert took <= lease_duration + 2 * second.runtime.settings.lease_renew_seconds + 1, took
+        lease_duration = second.runtime.settings.leader.lease_duration_seconds
+        assert took <= lease_duration + 2 * second.runtime.settings.leader.lease_renew_seconds + 1, took
         lease = api.get_object(LEASES, cluster.lease_name, OPERATOR_NAMESPACE)
         assert lease is not None and lease["spec"]["holderIdentity"] == "replica-2"
     finally:
