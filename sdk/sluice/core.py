@@ -1,13 +1,11 @@
 """The machinery under `ThrottledProducer`: ticks, plan tables, housekeeping, broker throttles.
 
 `ProducerCore` holds what the public class in ``sluice.producer`` runs on, so that module keeps
-only the public API and the two admission drivers. The attributes the hot path reads (``_table``,
+only the public API (the two admission drivers sit in between, in ``sluice.drivers``). The attributes the hot path reads (``_table``,
 ``_deadline``, ``_produce``, ``_sent``) live on the same object, so splitting the code costs the hot
 path nothing.
 
-`_Link` is what the failure router and the admission state machine call back into. It holds the
-producer weakly (a dropped producer is freed at once, no reference cycle) and keeps those hooks off
-the producer's public surface.
+`sluice.link.Link` is what the failure router and the admission state machine call back into.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import logging
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sluice.callbacks import FailureLog, inside_callback
 from sluice.decision import PRIORITIES
+from sluice.link import Link
 from sluice.metrics import Counts, GaugeState, ProducerMetrics
 from sluice.outcomes import ErrorRate
 from sluice.pacing import Pacer
@@ -93,7 +91,7 @@ class ProducerCore:
         self._throttle_until = NEG_INF
         self._throttle_total = 0.0
         self._throttle_last: tuple[str, float] | None = None
-        self._link = _Link(self)
+        self._link = Link(self)
         now = _monotonic()
         #: One token bucket per priority (DrainTime pacing), fed with the offered counters on ticks.
         self._pacers = tuple(Pacer(self.pacing_window_s, now) for _ in PRIORITIES)
@@ -338,92 +336,3 @@ class ProducerCore:
             namespace, _, name = str(configured).partition("/")
             return namespace, name
         return "", ""
-
-
-class _Link:
-    """The router's and the admission machine's way back into the producer (held weakly)."""
-
-    __slots__ = ("_ref",)
-
-    def __init__(self, core: ProducerCore) -> None:
-        self._ref = weakref.ref(core)
-
-    def _core(self) -> Any:
-        core = self._ref()
-        if core is None:
-            raise ReferenceError("the producer is gone")
-        return core
-
-    # RouterHost
-    def resend(self, failure: Failure) -> bool:
-        ok: bool = self._core()._resend(failure)
-        return ok
-
-    def block_topic(self, topic: str, err: KafkaError) -> None:
-        self._core()._block_topic(topic, err)
-
-    def mark_fatal(self) -> None:
-        self._core()._mark_fatal()
-
-    def wake(self) -> None:
-        core = self._ref()
-        if core is not None:
-            core._wake()
-
-    def on_throttle(self, event: Any) -> None:
-        core = self._ref()
-        if core is not None:
-            core._on_throttle(event)
-
-    # AdmissionHost
-    @property
-    def counts(self) -> Counts:
-        counts: Counts = self._core().counts
-        return counts
-
-    @property
-    def on_shed(self) -> str:
-        return str(self._core().on_shed)
-
-    @property
-    def dlq_topic(self) -> str | None:
-        topic: str | None = self._core().dlq_topic
-        return topic
-
-    @property
-    def retry(self) -> RetryPolicy:
-        retry: RetryPolicy = self._core().retry
-        return retry
-
-    @property
-    def serializing(self) -> bool:
-        return bool(self._core().serializing)
-
-    @property
-    def pacing_max_wait_s(self) -> float:
-        return float(self._core().pacing_max_wait_s)
-
-    def pacer(self, idx: int) -> Pacer:
-        pacer: Pacer = self._core()._pacers[idx]
-        return pacer
-
-    def closed(self) -> bool:
-        return bool(self._core()._closed)
-
-    def blocked(self, topic: str, now: float) -> str | None:
-        entry = self._core()._blocked.get(topic)
-        return entry[1] if entry is not None and now < entry[0] else None
-
-    def throttled_until(self) -> float:
-        until: float = self._core()._throttle_until
-        return until
-
-    def truncation(self, err: KafkaError) -> int | None:
-        cut: int | None = self._core()._router.truncation(err)
-        return cut
-
-    def observe_delay(self, priority: str, seconds: float) -> None:
-        self._core().metrics.observe_delay(priority, seconds)
-
-    def count_rejected(self, idx: int) -> None:
-        self._core()._count_rejected(idx)

@@ -45,15 +45,17 @@ the offered rate the operator reads is the producers' demand (what ``produce()``
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Literal
+from collections import Counter
+from dataclasses import dataclass
 
-from sluice.decision import PRIORITIES, Excess, Zone
-from sluice_operator.api.policy import BackpressurePolicySpec, Control, Fallback, Hysteresis, Smoothing
+from sluice.decision import PRIORITIES, Excess
+from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.engine import Outcome, PolicyMemory, Rates, compile_policy, evaluate
 from sluice_operator.engine.zones import ZONE_INDEX
+from sluice_operator.simulate.modes import MODE_ALIASES, MODES, Mode, canonical_mode, spec_for_mode
 from sluice_operator.simulate.noise import Jitter, poisson, stream
+from sluice_operator.simulate.producers import Flow, WaitQueue, closed_paced, open_paced, zone_step
+from sluice_operator.simulate.result import Evaluation, PriorityTotals, SimulationResult
 from sluice_operator.simulate.scenario import ProducerGroup, Scenario, Schedule
 
 __all__ = [
@@ -69,10 +71,6 @@ __all__ = [
     "spec_for_mode",
 ]
 
-#: Accepted mode names; ``sluice`` is the old name of ``zones``.
-Mode = Literal["none", "origin", "zones", "drain", "sluice"]
-MODES: tuple[Mode, ...] = ("none", "origin", "zones", "drain")
-MODE_ALIASES: dict[str, Mode] = {"sluice": "zones"}
 #: Simulated time 0 is 2024-01-01T00:00:00Z (an override in the policy is judged against this clock).
 SIM_EPOCH = 1_704_067_200.0
 
@@ -89,124 +87,6 @@ class _Pub:
 
 _Published = tuple[_Pub, _Pub, _Pub]
 _FREE: _Published = (_Pub(), _Pub(), _Pub())
-
-
-def canonical_mode(mode: str) -> Mode:
-    """`mode` with its alias resolved (``sluice`` -> ``zones``); ValueError for an unknown one."""
-    resolved = MODE_ALIASES.get(mode, mode)
-    for m in MODES:
-        if m == resolved:
-            return m
-    raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-
-
-def spec_for_mode(spec: BackpressurePolicySpec, mode: Mode) -> BackpressurePolicySpec:
-    """The spec the operator evaluates in `mode` (`none` observes with the origin formulas).
-
-    ``zones`` and ``drain`` keep every field of the policy and set only ``control.mode``.
-    """
-    mode = canonical_mode(mode)
-    control = spec.control
-    if mode in ("zones", "drain"):
-        wanted = "DrainTime" if mode == "drain" else "Zones"
-        if control.mode == wanted:
-            return spec
-        return spec.model_copy(update={"control": control.model_copy(update={"mode": wanted})})
-    return spec.model_copy(
-        update={
-            "hysteresis": Hysteresis(margin=0.0, min_dwell_seconds=0.0),
-            "smoothing": Smoothing(alpha=1.0, max_relax_ratio_per_interval=1.0),
-            "fallback": Fallback(mode="Conservative", conservative=spec.fallback.conservative),
-            "control": Control() if control.mode != "Zones" else control,
-        }
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """One operator poll and what it published."""
-
-    t: float
-    reading: float | None
-    smoothed: float | None
-    zones: tuple[Zone, Zone, Zone]
-    delays_ms: tuple[int, int, int]
-    sheds: tuple[bool, bool, bool]
-    source: str
-    changes: tuple[tuple[str, str, str], ...]
-    admit_ratios: tuple[float | None, float | None, float | None] = (None, None, None)
-    allowed_rate: float | None = None  # R (msgs/s), DrainTime only
-    consumption_rate: float | None = None  # mu-hat, smoothed (msgs/s)
-    measured_consumed: float | None = None  # the raw drain-rate reading given to the engine
-    measured_offered: tuple[float, float, float] | None = None
-    degraded: str | None = None
-
-
-@dataclass(slots=True)
-class PriorityTotals:
-    """Message counts of one priority, over the run and inside the surge window.
-
-    offered = goodput + shed + lost + rejected + held back (closed loop: the caller was slowed).
-    """
-
-    producers: int = 0
-    kind: str = "closed"
-    offered: float = 0.0
-    goodput: float = 0.0
-    shed: float = 0.0
-    lost: float = 0.0  # open loop: arrived while the pool was full
-    rejected: float = 0.0  # waited for a token past the deadline
-    latency_seconds: float = 0.0  # sum over produced messages of the latency added (delay or wait)
-    peak_in_flight: float = 0.0  # per producer, open loop: calls in flight (sleeping or waiting)
-    surge_offered: float = 0.0
-    surge_goodput: float = 0.0
-    surge_shed: float = 0.0
-    surge_lost: float = 0.0
-    surge_rejected: float = 0.0
-    after_offered: float = 0.0  # from the end of the surge to the end of the run
-    after_goodput: float = 0.0
-    zone_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    max_delay_ms: int = 0
-
-
-@dataclass(slots=True)
-class Series:
-    """Per-step samples for the timeline chart (rates in msgs/s)."""
-
-    t: list[float] = field(default_factory=list)
-    backlog: list[float] = field(default_factory=list)
-    capacity: list[float] = field(default_factory=list)
-    consumed: list[float] = field(default_factory=list)
-    offered: tuple[list[float], list[float], list[float]] = field(default_factory=lambda: ([], [], []))
-    goodput: tuple[list[float], list[float], list[float]] = field(default_factory=lambda: ([], [], []))
-    shed: tuple[list[float], list[float], list[float]] = field(default_factory=lambda: ([], [], []))
-    lost: tuple[list[float], list[float], list[float]] = field(default_factory=lambda: ([], [], []))  # + rejected
-    zone: tuple[list[int], list[int], list[int]] = field(default_factory=lambda: ([], [], []))
-    admit: tuple[list[float], list[float], list[float]] = field(default_factory=lambda: ([], [], []))  # NaN: none
-    allowed: list[float] = field(default_factory=list)  # R of the newest evaluation (NaN: none)
-    mu: list[float] = field(default_factory=list)  # the engine's mu-hat (NaN: none)
-
-
-@dataclass(slots=True)
-class SimulationResult:
-    """Everything one run measured; `simulate.metrics` turns it into metrics.json."""
-
-    scenario: Scenario
-    mode: Mode
-    seed: int
-    spec: BackpressurePolicySpec
-    interval_seconds: float
-    priorities: tuple[PriorityTotals, PriorityTotals, PriorityTotals]
-    evaluations: list[Evaluation] = field(default_factory=list)
-    series: Series = field(default_factory=Series)
-    peak_backlog: float = 0.0
-    peak_at: float = 0.0
-    final_backlog: float = 0.0
-    backlog_seconds: float = 0.0  # integral of backlog over time (for the mean)
-    capacity: float = 0.0
-    consumed: float = 0.0
-    surge_capacity: float = 0.0
-    surge_consumed: float = 0.0
 
 
 def _cohorts(scenario: Scenario, seed: int) -> list[list[tuple[float, int]]]:
@@ -269,109 +149,6 @@ def _window_rate(cumulative: list[float], end: int, steps: int, dt: float) -> fl
     return (cumulative[end] - cumulative[start]) / ((end - start) * dt)
 
 
-class _Flow:
-    """What one priority's producers did in one step (message counts)."""
-
-    __slots__ = ("goodput", "latency", "lost", "rejected", "shed")
-
-    def __init__(self) -> None:
-        self.goodput = self.shed = self.lost = self.rejected = self.latency = 0.0
-
-
-def _zone_step(flow: _Flow, group: ProducerGroup, arrived: float, per_producer: float, delay_ms: int) -> float:
-    """A delay of `delay_ms` on `arrived` messages of one cohort; returns in-flight calls per producer."""
-    d = delay_ms / 1000.0
-    if group.kind == "closed":
-        flow.goodput += arrived / (1.0 + per_producer * d)
-        flow.latency += arrived / (1.0 + per_producer * d) * d
-        return 0.0
-    if d <= 0.0:
-        flow.goodput += arrived
-        return 0.0
-    pool = float(group.pool_size or 0)
-    demand = per_producer * d  # Little's law: calls sleeping at once
-    share = 1.0 if demand <= pool else pool / demand
-    flow.goodput += arrived * share
-    flow.lost += arrived * (1.0 - share)
-    flow.latency += arrived * share * d
-    return min(demand, pool)
-
-
-def _closed_paced(flow: _Flow, arrived: float, per_producer: float, tokens_rate: float, deadline: float) -> None:
-    """A caller loop paced to `tokens_rate` msgs/s (per producer): it blocks for a token, so it sends
-    at the token rate; only when a token is further away than the deadline is a call rejected."""
-    if per_producer <= 0.0 or arrived <= 0.0:
-        return
-    blocked_rate = 1.0 / (1.0 / per_producer + deadline)  # a caller that times out on every call
-    if tokens_rate >= blocked_rate:
-        sent = min(per_producer, tokens_rate)
-        rejected = 0.0
-        wait = max(0.0, 1.0 / tokens_rate - 1.0 / per_producer) if tokens_rate > 0 else 0.0
-    else:
-        sent, rejected, wait = tokens_rate, blocked_rate - tokens_rate, deadline
-    flow.goodput += arrived * sent / per_producer
-    flow.rejected += arrived * rejected / per_producer
-    flow.latency += arrived * sent / per_producer * wait
-
-
-class _WaitQueue:
-    """Open-loop calls of one cohort waiting for a token, oldest first: [arrival step, messages]."""
-
-    __slots__ = ("items", "total")
-
-    def __init__(self) -> None:
-        self.items: deque[list[float]] = deque()
-        self.total = 0.0
-
-    def expire(self, k: int, deadline_steps: float) -> float:
-        """Drop the calls that have waited `deadline_steps` or more; returns how many."""
-        dropped = 0.0
-        items = self.items
-        while items and k - items[0][0] >= deadline_steps:
-            dropped += items.popleft()[1]
-        self.total -= dropped
-        if not items:
-            self.total = 0.0
-        return dropped
-
-    def serve(self, k: int, tokens: float, dt: float, flow: _Flow) -> float:
-        """Give up to `tokens` to the oldest waiting calls; returns the tokens left."""
-        items = self.items
-        while items and tokens > 0.0:
-            head = items[0]
-            take = min(tokens, head[1])
-            flow.goodput += take
-            flow.latency += take * (k - head[0]) * dt
-            tokens -= take
-            self.total -= take
-            if take >= head[1]:
-                items.popleft()
-            else:
-                head[1] -= take
-        if not items:
-            self.total = 0.0
-        return tokens
-
-
-def _open_paced(
-    flow: _Flow, queue: _WaitQueue, k: int, arrived: float, tokens: float, pool: float, dt: float, deadline_steps: float
-) -> float:
-    """Open-loop arrivals of a `wait` priority against `tokens`; returns the calls now waiting."""
-    flow.rejected += queue.expire(k, deadline_steps)
-    tokens = queue.serve(k, tokens, dt, flow)
-    direct = min(arrived, tokens)
-    flow.goodput += direct
-    rest = arrived - direct
-    if rest > 0.0:
-        space = max(0.0, pool - queue.total)
-        waiting = min(rest, space)
-        flow.lost += rest - waiting
-        if waiting > 0.0:
-            queue.items.append([float(k), waiting])
-            queue.total += waiting
-    return queue.total
-
-
 def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed: int | None = None) -> SimulationResult:
     """Run `scenario` against `spec` in `mode`; deterministic for a given seed (default: the scenario's)."""
     mode = canonical_mode(mode)
@@ -418,7 +195,7 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
     pub_values: list[_Published] = [_FREE]
     # Per priority, per cohort: index into pub_times of the decision that cohort acts on.
     pointers = [[0] * len(c) for c in cohorts]
-    queues = [[_WaitQueue() for _ in c] for c in cohorts]
+    queues = [[WaitQueue() for _ in c] for c in cohorts]
     measured = [-1.0, -1.0, -1.0]  # per priority: the token bucket's offer per producer (msgs/s), -1: none yet
     memory: PolicyMemory | None = None
     zones = [0, 0, 0]
@@ -473,7 +250,7 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
             series.admit[i].append(admit_now[i])
             group = groups[i]
             offered = 0.0
-            flow = _Flow()
+            flow = Flow()
             offer = offers[i]
             if group is not None and offer is not None and group.count > 0:
                 per_producer = offer.at(t) * jitters[i].next()
@@ -506,7 +283,7 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
                     if admit is None or admit >= 1.0:
                         if queue.total > 0.0:  # no longer paced: everything waiting goes
                             queue.serve(k, math.inf, dt, flow)
-                        in_flight = max(in_flight, _zone_step(flow, group, arrived, per_producer, pub.delay_ms))
+                        in_flight = max(in_flight, zone_step(flow, group, arrived, per_producer, pub.delay_ms))
                         continue
                     tokens_rate = admit * m  # per producer
                     if pub.excess == "shed":
@@ -514,11 +291,11 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
                         flow.goodput += direct
                         flow.shed += arrived - direct
                     elif group.kind == "closed":
-                        _closed_paced(flow, arrived, per_producer, tokens_rate, scenario.pacing.deadline_seconds)
+                        closed_paced(flow, arrived, per_producer, tokens_rate, scenario.pacing.deadline_seconds)
                     else:
                         pool = float((group.pool_size or 0) * count)
                         tokens = tokens_rate * count * dt
-                        waiting = _open_paced(flow, queue, k, arrived, tokens, pool, dt, deadline_steps)
+                        waiting = open_paced(flow, queue, k, arrived, tokens, pool, dt, deadline_steps)
                         in_flight = max(in_flight, waiting / count)
                 totals.peak_in_flight = max(totals.peak_in_flight, in_flight)
             totals.offered += offered

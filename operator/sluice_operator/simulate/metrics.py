@@ -27,7 +27,7 @@ from typing import Any
 
 from sluice.decision import PRIORITIES
 from sluice_operator.engine.zones import ZONES
-from sluice_operator.simulate.loop import Evaluation, SimulationResult
+from sluice_operator.simulate.result import Evaluation, SimulationResult
 
 __all__ = ["METRICS_VERSION", "direction_changes", "dumps", "metrics", "recovery_seconds"]
 

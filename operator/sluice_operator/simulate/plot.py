@@ -14,7 +14,7 @@ import io
 from typing import Any
 
 from sluice.decision import PRIORITIES
-from sluice_operator.simulate.loop import SimulationResult
+from sluice_operator.simulate.result import SimulationResult
 
 __all__ = ["render"]
 
