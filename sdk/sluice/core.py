@@ -1,9 +1,9 @@
 """The machinery under `ThrottledProducer`: ticks, plan tables, housekeeping, broker throttles.
 
 `ProducerCore` holds what the public class in ``sluice.producer`` runs on, so that module keeps
-only the public API (the two admission drivers sit in between, in ``sluice.drivers``). The attributes the hot path reads (``_table``,
-``_deadline``, ``_produce``, ``_sent``) live on the same object, so splitting the code costs the hot
-path nothing.
+only the public API (the two admission drivers sit in between, in ``sluice.drivers``). The
+attributes the hot path reads (``_table``, ``_deadline``, ``_produce``, ``_sent``) live on the same
+object, so splitting the code costs the hot path nothing.
 
 `sluice.link.Link` is what the failure router and the admission state machine call back into.
 """
