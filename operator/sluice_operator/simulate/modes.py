@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sluice_operator.api.policy import BackpressurePolicySpec, Control, Fallback, Hysteresis, Smoothing
+from sluice_operator.api.control import Control
+from sluice_operator.api.policy import BackpressurePolicySpec, Fallback, Hysteresis, Smoothing
 
 __all__ = ["MODES", "MODE_ALIASES", "Mode", "canonical_mode", "spec_for_mode"]
 
