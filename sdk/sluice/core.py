@@ -1,7 +1,7 @@
 """The machinery under `ThrottledProducer`: ticks, plan tables, housekeeping, broker throttles.
 
-`ProducerCore` holds what the public class in ``sluice.producer`` runs on, so that module keeps
-only the public API (the two admission drivers sit in between, in ``sluice.drivers``). The
+`ProducerCore` holds what the public class in ``sluice.producer`` runs on (the client and router
+set-up too), so that module keeps only the public API and the two admission drivers. The
 attributes the hot path reads (``_table``, ``_deadline``, ``_produce``, ``_sent``) live on the same
 object, so splitting the code costs the hot path nothing.
 
@@ -16,20 +16,23 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from prometheus_client import CollectorRegistry
 
 from sluice.callbacks import FailureLog, inside_callback
+from sluice.config import client_conf
 from sluice.decision import PRIORITIES
+from sluice.dlq import DeadLetter
 from sluice.link import Link
 from sluice.metrics import Counts, GaugeState, ProducerMetrics
 from sluice.outcomes import ErrorRate
 from sluice.pacing import Pacer
 from sluice.plan import CIRCUIT_GAUGE, OnStale, Plan, PlanSet, build_plans
 from sluice.retry import RetryPolicy
-from sluice.routing import DeliveryCallback, Failure, FailureRouter
+from sluice.routing import DeliveryCallback, Failure, FailureRouter, OnTimeout
 from sluice.sources.base import DecisionSource
 
 __all__ = ["ProducerCore"]
@@ -72,6 +75,8 @@ class ProducerCore:
     retry: RetryPolicy
     pacing_window_s: float
     pacing_max_wait_s: float
+    delivery_reports: Literal["errors", "all"]
+    on_timeout: OnTimeout
 
     def _init_core(self) -> None:
         self._lock = threading.RLock()
@@ -96,6 +101,41 @@ class ProducerCore:
         #: One token bucket per priority (DrainTime pacing), fed with the offered counters on ticks.
         self._pacers = tuple(Pacer(self.pacing_window_s, now) for _ in PRIORITIES)
         self._sample_at = NEG_INF
+
+    def _init_client(
+        self, conf: Mapping[str, Any], dlq_conf: Mapping[str, Any] | None,
+        on_dead_letter: Callable[[DeadLetter], None] | None, metrics_registry: CollectorRegistry | None,
+    ) -> None:
+        """The librdkafka producer, the failure router with its DLQ producer, and the metrics."""
+        self._default_cb: DeliveryCallback | None = conf.get("on_delivery")
+        own = {"throttle_cb": self._link.on_throttle}
+        self._conf = client_conf(conf, only_errors=self.delivery_reports == "errors", own_callbacks=own)
+        self._producer = Producer(dict(self._conf))
+        self._produce = self._producer.produce
+        self._poll = self._producer.poll
+
+        self.counts = Counts()
+        self._sent = self.counts.fast_sent  # the passthrough path's one counter (sent and offered)
+        client_id = f"{self._conf.get('client.id', 'sluice')}-dlq"
+        dlq_full_conf = client_conf({**conf, "client.id": client_id, **(dlq_conf or {})}, only_errors=False,
+                                    own_callbacks=own)
+        self._router = FailureRouter(
+            self._link,
+            self.counts,
+            dlq_topic=self.dlq_topic,
+            dlq_conf=dlq_full_conf,
+            on_timeout=self.on_timeout,
+            retry=self.retry,
+            max_message_bytes=int(self._conf.get("message.max.bytes", 1_000_000)),
+            on_dead_letter=on_dead_letter,
+            failure_log=self._failure_log,
+        )
+        self._drs = tuple(
+            functools.partial(self._router.on_report, i, self._default_cb, 1, None) for i in range(len(PRIORITIES))
+        )
+        self.unflushed = 0
+        self.metrics = ProducerMetrics(self.counts, self._gauges, metrics_registry, self._policy_labels)
+        self._refresh()
 
     @property
     def serializing(self) -> bool:

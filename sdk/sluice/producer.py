@@ -4,8 +4,8 @@ The hot path (a green decision, no serializers, no headers, no per-message callb
 ``time.monotonic()`` compared with a deadline, one dict lookup and a positional ``Producer.produce``
 call with a prebuilt per-priority delivery callback. Everything else (delays, sheds, circuits,
 staleness, broker throttles, serialization, retries) goes through one admission path: the
-`sluice.admission.Admission` state machine, run by the drivers of `sluice.drivers` (``_admit`` for
-``produce()``, ``_aadmit`` for ``aproduce()``). Instead of ``poll(0)`` after every message the
+`sluice.admission.Admission` state machine, run by the two drivers at the end of this module
+(``_admit`` for ``produce()``, ``_aadmit`` for ``aproduce()``). Instead of ``poll(0)`` after every message the
 producer "ticks" at most every millisecond (`sluice.core`): it polls, routes failures and notices a
 new document version, so a change applies within about a millisecond.
 
@@ -26,29 +26,27 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
-from sluice.admission import Admission
+from sluice.admission import Admission, Step
 from sluice.callbacks import inside_callback
 from sluice.config import (
     DEFAULT_CLOSE_TIMEOUT_S,
     DEFAULT_PACING_MAX_WAIT_S,
     DEFAULT_PACING_WINDOW_S,
-    client_conf,
     validate_options,
 )
-from sluice.core import NEG_INF, _monotonic
+from sluice.core import NEG_INF, ProducerCore, _monotonic
 from sluice.decision import PRIORITIES
-from sluice.dlq import DeadLetter
-from sluice.drivers import AdmissionDrivers
+from sluice.dlq import DeadLetter, normalize_headers
+from sluice.errors import ProducerClosedError
 from sluice.health import health_report
-from sluice.metrics import Counts, ProducerMetrics
 from sluice.outcomes import Outcomes
 from sluice.plan import OnStale, build_plans
 from sluice.retry import RetryPolicy
-from sluice.routing import DeliveryCallback, FailureRouter, OnTimeout
-from sluice.serde import Serializer
+from sluice.routing import DeliveryCallback, OnTimeout
+from sluice.serde import SerializationFailure, Serializer, serialize
 from sluice.sources.base import DecisionSource
 
 __all__ = ["DeliveryCallback", "ThrottledProducer"]
@@ -64,7 +62,7 @@ _AFLUSH_STEP_S = 0.005
 _FLUSH_STEP_S = 0.1
 
 
-class ThrottledProducer(AdmissionDrivers):
+class ThrottledProducer(ProducerCore):
     """Produce to Kafka while obeying Sluice decisions (see the README's SDK section).
 
     ``conf`` is a confluent-kafka configuration; idempotence (``enable.idempotence=true``,
@@ -125,35 +123,7 @@ class ThrottledProducer(AdmissionDrivers):
         self._value_serializer = value_serializer
         self._init_core()
 
-        self._default_cb: DeliveryCallback | None = conf.get("on_delivery")
-        own = {"throttle_cb": self._link.on_throttle}
-        self._conf = client_conf(conf, only_errors=delivery_reports == "errors", own_callbacks=own)
-        self._producer = Producer(dict(self._conf))
-        self._produce = self._producer.produce
-        self._poll = self._producer.poll
-
-        self.counts = Counts()
-        self._sent = self.counts.fast_sent  # the passthrough path's one counter (sent and offered)
-        client_id = f"{self._conf.get('client.id', 'sluice')}-dlq"
-        dlq_full_conf = client_conf({**conf, "client.id": client_id, **(dlq_conf or {})}, only_errors=False,
-                                    own_callbacks=own)
-        self._router = FailureRouter(
-            self._link,
-            self.counts,
-            dlq_topic=dlq_topic,
-            dlq_conf=dlq_full_conf,
-            on_timeout=on_timeout,
-            retry=retry,
-            max_message_bytes=int(self._conf.get("message.max.bytes", 1_000_000)),
-            on_dead_letter=on_dead_letter,
-            failure_log=self._failure_log,
-        )
-        self._drs = tuple(
-            functools.partial(self._router.on_report, i, self._default_cb, 1, None) for i in range(len(PRIORITIES))
-        )
-        self.unflushed = 0
-        self.metrics = ProducerMetrics(self.counts, self._gauges, metrics_registry, self._policy_labels)
-        self._refresh()
+        self._init_client(conf, dlq_conf, on_dead_letter, metrics_registry)
 
     # ================================================================== produce
 
@@ -337,3 +307,79 @@ class ThrottledProducer(AdmissionDrivers):
         )
         report["broker_throttle"] = self._throttle_health(now)
         return report
+
+    # ================================================================== the two drivers
+
+    def _admit(self, adm: Admission, step: Step) -> None:
+        """Run an admission to its end, blocking (waits serve delivery reports)."""
+        try:
+            self._drive(adm, step)
+        except BaseException:
+            adm.abandon(_monotonic())  # e.g. KeyboardInterrupt in a wait: give back a pacing ticket
+            raise
+
+    def _drive(self, adm: Admission, step: Step) -> None:
+        while True:
+            if step is Step.WAIT:
+                self._wait(adm.wait_s)
+                step = adm.waited(_monotonic(), self._current_plan(adm.plan.priority))
+            elif step is Step.SERIALIZE:
+                try:
+                    key, value = serialize(adm.topic, adm.key, adm.value, adm.headers, self._key_serializer,
+                                           self._value_serializer)
+                except SerializationFailure as failure:
+                    step = adm.serialize_failed(failure, _monotonic())
+                else:
+                    step = adm.serialized(key, value)
+            elif step is Step.ENQUEUE:
+                step = self._enqueue(adm)
+            else:
+                self._finish(adm, step)
+                return
+
+    async def _aadmit(self, adm: Admission, step: Step) -> None:
+        """Run an admission to its end without blocking the event loop."""
+        try:
+            await self._adrive(adm, step)
+        except BaseException:
+            adm.abandon(_monotonic())  # e.g. the task was cancelled while it waited for a token
+            raise
+
+    async def _adrive(self, adm: Admission, step: Step) -> None:
+        while True:
+            if step is Step.WAIT:
+                await asyncio.sleep(adm.wait_s)
+                step = adm.waited(_monotonic(), self._current_plan(adm.plan.priority))
+            elif step is Step.SERIALIZE:
+                try:
+                    key, value = await asyncio.to_thread(serialize, adm.topic, adm.key, adm.value, adm.headers,
+                                                         self._key_serializer, self._value_serializer)
+                except SerializationFailure as failure:
+                    step = adm.serialize_failed(failure, _monotonic())
+                else:
+                    step = adm.serialized(key, value)
+            elif step is Step.ENQUEUE:
+                step = self._enqueue(adm)
+            else:
+                self._finish(adm, step)
+                return
+
+    def _enqueue(self, adm: Admission) -> Step:
+        """One attempt to hand the message to librdkafka; refused for good once `close` began."""
+        idx = adm.plan.idx
+        if adm.headers is None and adm.user_cb is self._default_cb:
+            dr = self._drs[idx]
+        else:
+            dr = functools.partial(self._router.on_report, idx, adm.user_cb, 1, normalize_headers(adm.headers) or None)
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError("producer is closed")
+            try:
+                self._produce(adm.topic, adm.value, adm.key, -1, dr, None, 0, adm.headers)
+            except (BufferError, KafkaException) as exc:
+                return adm.enqueue_failed(exc, _monotonic())
+        return adm.enqueued()
+
+    def _finish(self, adm: Admission, step: Step) -> None:
+        if step is Step.DEAD_LETTER and adm.letter is not None:
+            self._router.accept(adm.letter, adm.plan.idx, adm.user_cb, adm.letter_err)
