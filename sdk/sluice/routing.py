@@ -269,7 +269,9 @@ class FailureRouter:
                 shielded("on_dead_letter", self._on_dead_letter, letter)
             return
         self._failure_log.note(str(self.dlq_topic), f"dead letter: {err.name()}", time.monotonic())
-        self.report(idx, user_cb, original or err, as_message(letter))
+        # A dead letter that timed out or was purged in flight may have been written: the message is
+        # in doubt, not failed (it may sit in the DLQ). Otherwise the original error says why it failed.
+        self.report(idx, user_cb, err if in_doubt(err) else (original or err), as_message(letter))
 
     def report(self, idx: int, user_cb: DeliveryCallback | None, err: KafkaError, msg: Message) -> None:
         """The accepted message's final outcome is *failed* or *in doubt* (by ``err``): tell the caller."""

@@ -82,9 +82,10 @@ async def test_drain_time_publishes_admit_ratios_and_degrades_to_zones(
         doc = decision_of(cm)["priorities"]
         assert doc["medium"]["delayMs"] == 2000  # the Zones decision at backlog 3000
         assert "DrainTime degraded to Zones" in decision_of(cm)["reason"]
-        events = api.list_objects("events", ns)
-        reasons = {e.get("reason") for e in events if e.get("involvedObject", {}).get("name") == name}
-        assert "ControlDegraded" in reasons
+        def reasons() -> set[str]:  # Events are written after status, through the rate limiter
+            return {e.get("reason") for e in api.list_objects("events", ns)
+                    if e.get("involvedObject", {}).get("name") == name}
+        await api.wait_for(lambda: "ControlDegraded" in reasons(), timeout_s=10, what="a ControlDegraded Event")
 
 
 async def test_a_raw_source_query_without_consumption_query_says_what_to_set(
