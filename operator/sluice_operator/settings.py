@@ -103,6 +103,15 @@ def _number(name: str, raw: str, *, minimum: float, maximum: float) -> float:
     return value
 
 
+def _template(name: str, raw: str) -> str:
+    """A PromQL template for structured sources: it must use both placeholders."""
+    if "{group}" not in raw or "{topics}" not in raw:
+        raise SettingsError(
+            f"{name} must contain the placeholders {{group}} and {{topics}} (double other braces: {{{{ and }}}})"
+        )
+    return raw
+
+
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -222,18 +231,8 @@ class Settings:
             raise SettingsError(
                 f"SLUICE_PROMETHEUS_URL={url!r}: expected an http(s) URL such as http://prometheus:9090"
             )
-        template = get("SLUICE_LAG_QUERY_TEMPLATE")
-        if "{group}" not in template or "{topics}" not in template:
-            raise SettingsError(
-                "SLUICE_LAG_QUERY_TEMPLATE must contain the placeholders {group} and {topics} "
-                "(double other braces: {{ and }})"
-            )
-        consumption = get("SLUICE_CONSUMPTION_QUERY_TEMPLATE")
-        if "{group}" not in consumption or "{topics}" not in consumption:
-            raise SettingsError(
-                "SLUICE_CONSUMPTION_QUERY_TEMPLATE must contain the placeholders {group} and {topics} "
-                "(double other braces: {{ and }})"
-            )
+        template = _template("SLUICE_LAG_QUERY_TEMPLATE", get("SLUICE_LAG_QUERY_TEMPLATE"))
+        consumption = _template("SLUICE_CONSUMPTION_QUERY_TEMPLATE", get("SLUICE_CONSUMPTION_QUERY_TEMPLATE"))
         level = get("SLUICE_LOG_LEVEL").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"SLUICE_LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
