@@ -217,7 +217,7 @@ class LocalOperator:
         finally:
             for entry in entries:
                 entry.running = False
-            self.scheduler.poke(lambda _entry: False)
+                self.scheduler.reschedule(entry, entry.due)  # the Scheduler's turn again
 
     async def run_once(self) -> None:
         """Every object once, circuits first (policies embed this cycle's circuit state)."""

@@ -29,7 +29,7 @@ from sluice_operator.reconcile.circuit import CircuitCycle, CircuitReconciler
 from sluice_operator.reconcile.namespaces import NamespaceView
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyReconciler
 from sluice_operator.reconcile.ports import SignalReader
-from sluice_operator.scheduler import Kind, ScheduleEntry, Scheduler
+from sluice_operator.scheduler import Kind, ScheduleEntry, Scheduler, cycles_in_flight
 from sluice_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class Manager:
             on_forget=self.metrics.forget_policy)
         self.reconcilers: dict[Kind, Reconciler] = {"BackpressurePolicy": self.policies,
                                                      "CircuitBreaker": self.circuits}
-        self.scheduler = Scheduler(self.evaluate, concurrency=max(8, settings.prometheus.max_concurrent_queries * 8))
+        self.scheduler = Scheduler(
+            self.evaluate, concurrency=cycles_in_flight(settings.prometheus.max_concurrent_queries))
         self.cycles = 0
 
     # -- leadership ------------------------------------------------------------------------------

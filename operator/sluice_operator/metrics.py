@@ -2,42 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from sluice.decision import PRIORITIES
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 ZONE_VALUE = {"green": 0, "yellow": 1, "red": 2}
 CIRCUIT_VALUE = {"closed": 0, "half-open": 1, "open": 2, "forced-closed": 3, "forced-open": 4}
 
 
-class PolicySeries:
-    """One policy's gauge children, looked up once, and the value each was last set to.
+class PolicyGauge:
+    """A per-policy gauge family: named and described here, its samples made at scrape time.
 
-    A steady cycle sets ~30 gauges per policy; `Gauge.labels()` validates and locks on every call,
-    which cost more than the evaluation itself. `set` binds the child on first use and skips values
-    that did not change (`forget_policy` drops the whole object with the label sets).
+    The operator keeps no `prometheus_client` child per policy and label set: ~30 children per policy
+    (each a Gauge with its own lock and value) were most of the heap at 10,000 policies, and the
+    garbage collector scanned them all again and again. Like kube-state-metrics, the values live in
+    each policy's `PolicySeries` and `PolicyCollector` turns them into samples when /metrics is read.
     """
 
-    __slots__ = ("_children", "_labels", "_last")
+    __slots__ = ("documentation", "labelnames", "name")
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = ("namespace", "policy", *labelnames)
+
+
+class PolicySeries:
+    """The last value of each of one policy's gauges, by (gauge, labels beyond namespace and policy)."""
+
+    __slots__ = ("conditions", "labels", "values")
 
     def __init__(self, namespace: str, policy: str) -> None:
-        self._labels = (namespace, policy)
-        self._children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}
-        self._last: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        self.labels = (namespace, policy)
+        self.values: dict[tuple[PolicyGauge, tuple[str, ...]], float] = {}
+        #: (type, status, reason) of each current condition; `sluice_policy_condition` is 1 for each.
+        self.conditions: frozenset[tuple[str, str, str]] = frozenset()
 
-    def set(self, gauge: Gauge, value: float, *labels: str) -> None:
-        """``gauge.labels(namespace, policy, *labels).set(value)``, done only when the value changed."""
-        key = (gauge, labels)
-        if self._last.get(key) == value:  # NaN never equals: always set, as before
-            return
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = gauge.labels(*self._labels, *labels)
-        child.set(value)
-        self._last[key] = value
+    def set(self, gauge: PolicyGauge, value: float, *labels: str) -> None:
+        """The sample ``gauge{namespace, policy, *labels}`` reads ``value`` from now on."""
+        self.values[(gauge, labels)] = value
+
+
+class PolicyCollector:
+    """Makes the per-policy samples from every `PolicySeries` when the registry is collected.
+
+    Collection may run on another thread (a test's HTTP server): it reads snapshots of the dicts.
+    """
+
+    def __init__(self, gauges: Iterable[PolicyGauge], condition: PolicyGauge,
+                 policies: dict[tuple[str, str], PolicySeries]) -> None:
+        self.gauges = (*gauges, condition)
+        self.condition = condition
+        self.policies = policies
+
+    def _families(self) -> dict[PolicyGauge, GaugeMetricFamily]:
+        return {g: GaugeMetricFamily(g.name, g.documentation, labels=g.labelnames) for g in self.gauges}
+
+    def describe(self) -> Iterator[Metric]:
+        """The family names, so that the registry refuses a duplicate at registration."""
+        yield from self._families().values()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        condition = families[self.condition]
+        for series in list(self.policies.values()):
+            for (gauge, extra), value in list(series.values.items()):
+                families[gauge].add_metric([*series.labels, *extra], value)
+            for labels in series.conditions:
+                condition.add_metric([*series.labels, *labels], 1)
+        yield from families.values()
 
 
 class OperatorMetrics:
@@ -57,15 +92,11 @@ class OperatorMetrics:
             "sluice_source_errors_total", "Signal reads that gave no usable number, by reason.",
             ["source", "reason"], registry=r,
         )
-        self.zone = Gauge(
-            "sluice_policy_zone", "Zone per policy and priority (0 green, 1 yellow, 2 red).",
-            ["namespace", "policy", "priority"], registry=r,
-        )
-        self.delay_ms = Gauge(
-            "sluice_policy_delay_ms", "Published delay per policy and priority.",
-            ["namespace", "policy", "priority"], registry=r,
-        )
-        self.backlog = Gauge("sluice_policy_backlog", "Last backlog read.", ["namespace", "policy"], registry=r)
+        by_priority = ("priority",)
+        self.zone = PolicyGauge(
+            "sluice_policy_zone", "Zone per policy and priority (0 green, 1 yellow, 2 red).", by_priority)
+        self.delay_ms = PolicyGauge("sluice_policy_delay_ms", "Published delay per policy and priority.", by_priority)
+        self.backlog = PolicyGauge("sluice_policy_backlog", "Last backlog read.")
         self.circuit_state = Gauge(
             "sluice_circuit_state",
             "Circuit state (0 closed, 1 half-open, 2 open, 3 forced-closed, 4 forced-open).",
@@ -84,53 +115,36 @@ class OperatorMetrics:
         )
 
         # What the dashboards and alerts need beyond the above (docs/runbooks.md).
-        pol = ["namespace", "policy"]
-        self.smoothed_backlog = Gauge(
-            "sluice_policy_smoothed_backlog", "Backlog after smoothing (what zones are decided on).", pol, registry=r
-        )
-        self.threshold = Gauge(
+        self.smoothed_backlog = PolicyGauge(
+            "sluice_policy_smoothed_backlog", "Backlog after smoothing (what zones are decided on).")
+        self.threshold = PolicyGauge(
             "sluice_policy_threshold", "Configured backlog threshold per priority and zone boundary.",
-            [*pol, "priority", "zone"], registry=r,
-        )
-        self.shed = Gauge("sluice_policy_shed", "1 while a priority is shed.", [*pol, "priority"], registry=r)
-        self.signal_available = Gauge(
-            "sluice_policy_signal_available", "1 while the policy's signal is readable.", pol, registry=r
-        )
-        self.fallback = Gauge("sluice_policy_fallback", "1 while the fallback decides.", pol, registry=r)
-        self.epoch = Gauge("sluice_policy_epoch", "Epoch of the published decision.", pol, registry=r)
-        self.last_good = Gauge(
+            ("priority", "zone"))
+        self.shed = PolicyGauge("sluice_policy_shed", "1 while a priority is shed.", by_priority)
+        self.signal_available = PolicyGauge(
+            "sluice_policy_signal_available", "1 while the policy's signal is readable.")
+        self.fallback = PolicyGauge("sluice_policy_fallback", "1 while the fallback decides.")
+        self.epoch = PolicyGauge("sluice_policy_epoch", "Epoch of the published decision.")
+        self.last_good = PolicyGauge(
             "sluice_policy_signal_last_good_timestamp_seconds",
-            "When the signal was last readable (first evaluation when it never was).", pol, registry=r,
-        )
-        self.stale_after = Gauge(
-            "sluice_policy_stale_after_seconds", "The policy's fallback.staleAfterSeconds.", pol, registry=r
-        )
-        self.condition = Gauge(
+            "When the signal was last readable (first evaluation when it never was).")
+        self.stale_after = PolicyGauge(
+            "sluice_policy_stale_after_seconds", "The policy's fallback.staleAfterSeconds.")
+        condition = PolicyGauge(
             "sluice_policy_condition", "1 for each current condition of a policy, with its status and reason.",
-            [*pol, "type", "status", "reason"], registry=r,
-        )
-        self.compliance_producers = Gauge(
-            "sluice_policy_compliance_producers", "Producers reporting on the policy (status.compliance).",
-            pol, registry=r,
-        )
-        self.compliance_ratio = Gauge(
-            "sluice_policy_compliance_ratio", "Share of producers applying the current epoch.", pol, registry=r
-        )
+            ("type", "status", "reason"))
+        self.compliance_producers = PolicyGauge(
+            "sluice_policy_compliance_producers", "Producers reporting on the policy (status.compliance).")
+        self.compliance_ratio = PolicyGauge(
+            "sluice_policy_compliance_ratio", "Share of producers applying the current epoch.")
         # DrainTime control (docs: README "Two ways to control").
-        self.admit_ratio = Gauge(
-            "sluice_policy_admit_ratio", "Published admitRatio per priority (1: not paced).",
-            [*pol, "priority"], registry=r,
-        )
-        self.offered_rate = Gauge(
-            "sluice_policy_offered_rate", "Offered msgs/s per priority the rate loop measured.",
-            [*pol, "priority"], registry=r,
-        )
-        self.allowed_rate = Gauge(
-            "sluice_policy_allowed_rate", "Total msgs/s the rate loop admits (R).", pol, registry=r
-        )
-        self.consumption_rate = Gauge(
-            "sluice_policy_consumption_rate", "The consumer's drain rate (mu, smoothed, msgs/s).", pol, registry=r
-        )
+        self.admit_ratio = PolicyGauge(
+            "sluice_policy_admit_ratio", "Published admitRatio per priority (1: not paced).", by_priority)
+        self.offered_rate = PolicyGauge(
+            "sluice_policy_offered_rate", "Offered msgs/s per priority the rate loop measured.", by_priority)
+        self.allowed_rate = PolicyGauge("sluice_policy_allowed_rate", "Total msgs/s the rate loop admits (R).")
+        self.consumption_rate = PolicyGauge(
+            "sluice_policy_consumption_rate", "The consumer's drain rate (mu, smoothed, msgs/s).")
         self.circuit_failures = Gauge(
             "sluice_circuit_failures", "Failing evaluations inside the trip window.", ["circuit"], registry=r
         )
@@ -141,9 +155,10 @@ class OperatorMetrics:
             "sluice_api_requests_total", "Kubernetes API requests by method and status code.",
             ["method", "code"], registry=r,
         )
-        self._conditions: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
         self._policies: dict[tuple[str, str], PolicySeries] = {}
         self._bound: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        r.register(PolicyCollector(
+            (g for g in vars(self).values() if isinstance(g, PolicyGauge)), condition, self._policies))
 
     def policy(self, namespace: str, policy: str) -> PolicySeries:
         """The per-policy gauges of one policy (kept until `forget_policy`)."""
@@ -161,42 +176,13 @@ class OperatorMetrics:
         return child
 
     def set_conditions(self, namespace: str, policy: str, conditions: Iterable[dict[str, Any]]) -> None:
-        """Export the policy's current conditions, dropping label sets that no longer hold."""
-        now = {(str(c.get("type")), str(c.get("status")), str(c.get("reason") or "")) for c in conditions}
-        before = self._conditions.get((namespace, policy), set())
-        if now == before and (namespace, policy) in self._conditions:
-            return  # the same label sets, all already at 1
-        for gone in before - now:
-            try:
-                self.condition.remove(namespace, policy, *gone)
-            except KeyError:
-                pass
-        for labels in now:
-            self.condition.labels(namespace, policy, *labels).set(1)
-        self._conditions[(namespace, policy)] = now
+        """Export the policy's current conditions (a label set that no longer holds goes with it)."""
+        self.policy(namespace, policy).conditions = frozenset(
+            (str(c.get("type")), str(c.get("status")), str(c.get("reason") or "")) for c in conditions)
 
     def forget_policy(self, namespace: str, policy: str) -> None:
+        """Drop every series of a deleted policy."""
         self._policies.pop((namespace, policy), None)
-        for priority in PRIORITIES:
-            for gauge in (self.zone, self.delay_ms, self.shed, self.admit_ratio, self.offered_rate):
-                try:
-                    gauge.remove(namespace, policy, priority)
-                except KeyError:
-                    pass
-            for zone in ("green", "yellow", "red"):
-                try:
-                    self.threshold.remove(namespace, policy, priority, zone)
-                except KeyError:
-                    pass
-        for gauge in (self.backlog, self.smoothed_backlog, self.signal_available, self.fallback, self.epoch,
-                      self.last_good, self.stale_after, self.compliance_producers, self.compliance_ratio,
-                      self.allowed_rate, self.consumption_rate):
-            try:
-                gauge.remove(namespace, policy)
-            except KeyError:
-                pass
-        self.set_conditions(namespace, policy, [])
-        self._conditions.pop((namespace, policy), None)
 
 
 def transition_cause(reason: str) -> str:

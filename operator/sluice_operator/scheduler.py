@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import random
 import time
@@ -48,15 +50,27 @@ Evaluate = Callable[[ScheduleEntry], Awaitable[float]]
 
 
 class Scheduler:
-    """Keeps the objects Kopf reports, and evaluates each when it is due."""
+    """Keeps the objects Kopf reports, and evaluates each when it is due, a bounded number at a time.
+
+    Due times live in a heap, so an evaluation costs O(log n) whatever the number of objects: at
+    10,000 policies on a 15 s interval, ~670 evaluations end every second, and scanning every object
+    after each one cost more than the evaluations. A heap item whose object was removed, changed its
+    due time or is running is stale and skipped; whoever changes a due time pushes a new item.
+    """
 
     def __init__(
         self, evaluate: Evaluate, *, concurrency: int = 64, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.evaluate = evaluate
         self.clock = clock
         self.objects: dict[str, ScheduleEntry] = {}
-        self._slots = asyncio.Semaphore(concurrency)
+        self._limit = concurrency
+        self._running = 0
+        self._queue: list[tuple[float, int, ScheduleEntry]] = []
+        self._order = itertools.count()  # equal due times run in the order they were queued
+        self._timer_at = 0.0  # when the loop wakes by itself; an earlier due time wakes it now
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -65,15 +79,14 @@ class Scheduler:
         generation = (body.get("metadata") or {}).get("generation")
         tracked = self.objects.get(uid)
         if tracked is None:
-            tracked = ScheduleEntry(kind, namespace, name, uid, body, generation, due=self.clock())
+            tracked = ScheduleEntry(kind, namespace, name, uid, body, generation)
             self.objects[uid] = tracked
-            self._wake.set()
+            self.reschedule(tracked, self.clock())
         else:
             tracked.body = body
             if generation != tracked.generation:
                 tracked.generation = generation
-                tracked.due = self.clock()
-                self._wake.set()
+                self.reschedule(tracked, self.clock())
         return tracked
 
     def remove(self, uid: str) -> ScheduleEntry | None:
@@ -82,53 +95,79 @@ class Scheduler:
             tracked.deleted = True
         return tracked
 
+    def reschedule(self, tracked: ScheduleEntry, due: float) -> None:
+        """Evaluate `tracked` at `due` (monotonic); a running object is queued again when it ends."""
+        tracked.due = due
+        heapq.heappush(self._queue, (due, next(self._order), tracked))
+        if due < self._timer_at:
+            self._wake.set()
+
     def poke(self, predicate: Callable[[ScheduleEntry], bool]) -> None:
         """Evaluate matching objects now (e.g. circuits when namespaces change)."""
         now = self.clock()
-        for tracked in self.objects.values():
-            if predicate(tracked):
-                tracked.due = min(tracked.due, now)
+        for tracked in list(self.objects.values()):
+            if predicate(tracked) and tracked.due > now:
+                self.reschedule(tracked, now)
         self._wake.set()
 
     async def _run_one(self, tracked: ScheduleEntry) -> None:
+        interval, generation = 5.0, tracked.generation
         try:
-            async with self._slots:
-                if tracked.deleted:
-                    return
+            if not tracked.deleted:
                 interval = await self.evaluate(tracked)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in one object's cycle must not stop the others
             log.exception("evaluation of %s %s failed", tracked.kind, tracked.name,
                           extra={"namespace": tracked.namespace or "", "object": tracked.name})
-            interval = 5.0
         finally:
             tracked.running = False
-        tracked.due = self.clock() + interval
-        self._wake.set()
+            if self._running >= self._limit:
+                self._wake.set()  # a slot is free for an object that is due and waiting
+            self._running -= 1
+        # A generation that arrived while this ran was not evaluated yet: at once, not after the interval.
+        self.reschedule(tracked, self.clock() + (interval if tracked.generation == generation else 0.0))
+
+    def _start_due(self, now: float) -> None:
+        """Start every due evaluation there is a slot for."""
+        queue = self._queue
+        while queue and self._running < self._limit and queue[0][0] <= now:
+            due, _, tracked = heapq.heappop(queue)
+            if tracked.deleted or tracked.running or tracked.due != due or self.objects.get(tracked.uid) is not tracked:
+                continue  # stale: removed, queued again since, or running (queued again when it ends)
+            tracked.running = True
+            self._running += 1
+            task = asyncio.ensure_future(self._run_one(tracked))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: start every due evaluation, then sleep until the next one is due."""
         while not stop.is_set():
-            now = self.clock()
-            next_due = now + 1.0
-            for tracked in list(self.objects.values()):
-                if tracked.running:
-                    continue
-                if tracked.due <= now:
-                    tracked.running = True
-                    task = asyncio.ensure_future(self._run_one(tracked))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                else:
-                    next_due = min(next_due, tracked.due)
             self._wake.clear()
+            now = self.clock()
+            self._start_due(now)
+            next_due = now + 1.0  # at least once a second: `stop` is looked at here
+            if self._queue and self._running < self._limit:
+                next_due = min(next_due, self._queue[0][0])
+            self._timer_at = next_due
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, next_due - self.clock()))
+        self._timer_at = 0.0
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+
+
+def cycles_in_flight(query_workers: int) -> int:
+    """How many evaluations may run at once: eight per query worker (SLUICE_MAX_CONCURRENT_QUERIES).
+
+    Enough to keep every worker busy while cycles wait on the API; few enough that a cycle's read
+    timeout measures Prometheus, not its place in a queue of thousands on one event loop (10,000
+    cycles started together timed out thousands of reads on a busy machine).
+    """
+    return max(8, query_workers * 8)
 
 
 def jittered(interval: float, jitter: float) -> float:
