@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from sluice.decision import API_VERSION, GROUP, PRIORITIES, VERSION, ApiVersion, Priority
+
+P = TypeVar("P", bound=BaseModel)
+K = TypeVar("K", bound=BaseModel)
+S = TypeVar("S", bound=BaseModel)
 
 __all__ = ["API_VERSION", "GROUP", "PRIORITIES", "VERSION", "ApiVersion", "Priority"]  # the wire contract's
 
@@ -29,6 +33,11 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     return out
 
 
+def cel_rules(*rules: JsonDict) -> ConfigDict:
+    """The `model_config` of a model with CEL rules; pydantic merges it with the base model's config."""
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [*rules]})
+
+
 class SpecModel(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are an error, not silently dropped."""
 
@@ -44,6 +53,23 @@ class StatusModel(BaseModel):
     """Status parts: camelCase on the wire, tolerant of fields written by newer operator versions."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class PrometheusOrKafka(SpecModel, Generic[P, K]):
+    """Exactly one of `prometheus` or `kafka`: a policy's backlog source, a circuit's failure signal."""
+
+    model_config = cel_rules(cel("has(self.prometheus) != has(self.kafka)", "set exactly one of prometheus or kafka"))
+    #: The field that holds this model in its spec (``source``, ``signal``), for the error message.
+    field_name: ClassVar[str]
+
+    prometheus: P | None = None
+    kafka: K | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PrometheusOrKafka[P, K]:
+        if (self.prometheus is None) == (self.kafka is None):
+            raise ValueError(f"set exactly one of {self.field_name}.prometheus or {self.field_name}.kafka")
+        return self
 
 
 ConditionType = Literal[
@@ -83,3 +109,14 @@ class ObjectMeta(BaseModel):
 def dump(model: BaseModel) -> dict[str, Any]:
     """Serialize the way Kubernetes stores it: camelCase, no nulls."""
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class KubeObject(SpecModel, Generic[S]):
+    """The whole object as `kubectl apply` sends it; each kind narrows `kind` and types `spec`."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
+
+    api_version: ApiVersion = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+    spec: S
