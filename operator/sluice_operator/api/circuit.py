@@ -9,13 +9,12 @@ from pydantic import Field, model_validator
 
 from sluice_operator.api.common import (
     DNS1123_LABEL,
-    Condition,
     KubeObject,
+    ObjectStatus,
     PrometheusOrKafka,
     SecretRef,
     SpecModel,
     StatusModel,
-    cel,
     cel_rules,
 )
 
@@ -90,14 +89,9 @@ class CircuitBreakerSpec(SpecModel):
     """When to open, how to recover, and which namespaces see the state."""
 
     model_config = cel_rules(
-        cel(
-            "self.halfOpenProbeRatio > 0.0 && self.halfOpenProbeRatio <= 1.0",
-            "halfOpenProbeRatio must be in (0, 1]",
-        ),
-        cel(
-            "has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)",
-            "set namespaceSelector and/or namespaces: where the circuit state is published",
-        ),
+        ("self.halfOpenProbeRatio > 0.0 && self.halfOpenProbeRatio <= 1.0", "halfOpenProbeRatio must be in (0, 1]"),
+        ("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)",
+         "set namespaceSelector and/or namespaces: where the circuit state is published"),
     )
 
     signal: Signal
@@ -128,11 +122,9 @@ class Transition(StatusModel):
     reason: str
 
 
-class CircuitBreakerStatus(StatusModel):
+class CircuitBreakerStatus(ObjectStatus):
     """The circuit's state; the state machine restores itself from here after a restart."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
     state: CircuitStateName = "closed"
     since: str | None = None
     failure_count: int = 0

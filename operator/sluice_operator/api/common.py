@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic.config import JsonDict
+from pydantic.config import JsonValue
 
 from sluice.decision import API_VERSION, GROUP, PRIORITIES, VERSION, ApiVersion, Priority
 
@@ -25,17 +25,11 @@ DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
-    """One `x-kubernetes-validations` entry: what a structural schema alone cannot say."""
-    out: JsonDict = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    return out
-
-
-def cel_rules(*rules: JsonDict) -> ConfigDict:
-    """The `model_config` of a model with CEL rules; pydantic merges it with the base model's config."""
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [*rules]})
+def cel_rules(*rules: tuple[str, str]) -> ConfigDict:
+    """The `model_config` of a model with CEL rules, each (rule, message): what a structural schema
+    alone cannot say. Pydantic merges it with the base model's config."""
+    entries: list[JsonValue] = [{"rule": rule, "message": message} for rule, message in rules]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": entries})
 
 
 class SpecModel(BaseModel):
@@ -58,7 +52,7 @@ class StatusModel(BaseModel):
 class PrometheusOrKafka(SpecModel, Generic[P, K]):
     """Exactly one of `prometheus` or `kafka`: a policy's backlog source, a circuit's failure signal."""
 
-    model_config = cel_rules(cel("has(self.prometheus) != has(self.kafka)", "set exactly one of prometheus or kafka"))
+    model_config = cel_rules(("has(self.prometheus) != has(self.kafka)", "set exactly one of prometheus or kafka"))
     #: The field that holds this model in its spec (``source``, ``signal``), for the error message.
     field_name: ClassVar[str]
 
@@ -86,6 +80,13 @@ class Condition(StatusModel):
     message: str = Field(default="", max_length=32768)
     last_transition_time: str | None = None
     observed_generation: int | None = None
+
+
+class ObjectStatus(StatusModel):
+    """What every kind's status starts with: the generation the operator last saw, and its conditions."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
 
 
 class SecretRef(SpecModel):

@@ -11,14 +11,13 @@ from sluice_operator.api.common import (
     DNS1123_SUBDOMAIN,
     MAX_BACKLOG,
     MAX_DELAY_MS,
-    Condition,
     KubeObject,
+    ObjectStatus,
     Priority,
     PrometheusOrKafka,
     SecretRef,
     SpecModel,
     StatusModel,
-    cel,
     cel_rules,
 )
 from sluice_operator.api.control import Control
@@ -34,14 +33,9 @@ class PrometheusSource(SpecModel):
     """Backlog from PromQL: a raw `query`, or `consumerGroup` + `topics` built from the admin's template."""
 
     model_config = cel_rules(
-        cel(
-            "has(self.query) != (has(self.consumerGroup) && has(self.topics))",
-            "set either query, or consumerGroup and topics (not both)",
-        ),
-        cel(
-            "has(self.consumerGroup) == has(self.topics)",
-            "consumerGroup and topics go together",
-        ),
+        ("has(self.query) != (has(self.consumerGroup) && has(self.topics))",
+         "set either query, or consumerGroup and topics (not both)"),
+        ("has(self.consumerGroup) == has(self.topics)", "consumerGroup and topics go together"),
     )
 
     query: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -84,10 +78,7 @@ class Window(SpecModel):
     """Backlog thresholds of one priority: green < yellow < red."""
 
     model_config = cel_rules(
-        cel(
-            "self.green < self.yellow && self.yellow < self.red",
-            "thresholds must increase: green < yellow < red",
-        )
+        ("self.green < self.yellow && self.yellow < self.red", "thresholds must increase: green < yellow < red")
     )
 
     green: float = Field(ge=0, le=MAX_BACKLOG)
@@ -115,7 +106,7 @@ class Thresholds(SpecModel):
 class DelayRange(SpecModel):
     """Delay interpolated from minMs at the bottom of a zone to maxMs at its top."""
 
-    model_config = cel_rules(cel("self.minMs <= self.maxMs", "minMs must be <= maxMs"))
+    model_config = cel_rules(("self.minMs <= self.maxMs", "minMs must be <= maxMs"))
 
     min_ms: int = Field(ge=0, le=MAX_DELAY_MS)
     max_ms: int = Field(ge=0, le=MAX_DELAY_MS)
@@ -169,7 +160,7 @@ class Polling(SpecModel):
     """How often the signal is read; the timeout must stay below the interval."""
 
     model_config = cel_rules(
-        cel("self.timeoutSeconds < self.intervalSeconds", "timeoutSeconds must be < intervalSeconds")
+        ("self.timeoutSeconds < self.intervalSeconds", "timeoutSeconds must be < intervalSeconds")
     )
 
     interval_seconds: float = Field(default=5, ge=1, le=3600)
@@ -292,11 +283,9 @@ class ControlStatus(StatusModel):
     offered_rates: PriorityRates | None = None  # lambda-hat per priority (msgs/s)
 
 
-class BackpressurePolicyStatus(StatusModel):
+class BackpressurePolicyStatus(ObjectStatus):
     """What the operator last decided; also the engine's memory across restarts."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
     priorities: PolicyPriorities | None = None
     backlog: float | None = None
     smoothed_backlog: float | None = None
