@@ -24,6 +24,7 @@ import yaml
 from sluice_operator.api.circuit import CircuitBreaker
 from sluice_operator.api.policy import BackpressurePolicy
 from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.problems import Problem
 from sluice_operator.publish.directory import DirectorySink
 from sluice_operator.publish.events import LogEvents
 from sluice_operator.reconcile.circuit import CircuitCycle, CircuitReconciler
@@ -32,7 +33,7 @@ from sluice_operator.reconcile.policy import PolicyCycle, PolicyReconciler
 from sluice_operator.reconcile.ports import SignalReader
 from sluice_operator.scheduler import Kind, Kinds, ScheduleEntry, Scheduler
 from sluice_operator.settings import Settings
-from sluice_operator.validation import KINDS, Problem, YamlLoader, read_text, validate_object
+from sluice_operator.validation import KINDS, YamlLoader, read_text, validate_object
 
 log = logging.getLogger("sluice_operator.local")
 RELOAD_EVERY = 1.0
