@@ -10,6 +10,7 @@ from pydantic.config import JsonValue
 
 from sluice.decision import API_VERSION, GROUP, PRIORITIES, VERSION, ApiVersion, Priority
 
+#: The Prometheus and the Kafka model of a `PrometheusOrKafka`, and the spec model of a `KubeObject`.
 P = TypeVar("P", bound=BaseModel)
 K = TypeVar("K", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
