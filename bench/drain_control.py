@@ -198,9 +198,9 @@ def summarize(result: SimulationResult) -> Doc:
         "shed": sum(t.shed for t in result.priorities),
     }
     if surge is not None and result.surge_capacity > 0:
-        doc["goodputVsCapacity"] = sum(t.surge_goodput for t in result.priorities) / result.surge_capacity
+        doc["goodputVsCapacity"] = sum(t.surge.goodput for t in result.priorities) / result.surge_capacity
     for p, totals in zip(PRIORITIES, result.priorities, strict=True):
-        doc["admittedRatio"][p] = totals.surge_goodput / totals.surge_offered if totals.surge_offered > 0 else None
+        doc["admittedRatio"][p] = totals.surge.goodput / totals.surge.offered if totals.surge.offered > 0 else None
     # No throttling while offered < capacity and L < L*, both for at least theta.
     quiet_offered = quiet_held = 0.0
     high_offered = high_goodput = 0.0

@@ -13,7 +13,8 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from http import HTTPStatus
+from typing import Any, overload
 
 import aiohttp
 
@@ -71,8 +72,27 @@ class Connection:
         )
 
 
+class _StatusIs:
+    """A read-only flag of an `ApiError`: true when its HTTP status is `code`."""
+
+    def __init__(self, code: HTTPStatus) -> None:
+        self.code = code
+
+    @overload
+    def __get__(self, error: None, owner: type[ApiError]) -> _StatusIs: ...
+    @overload
+    def __get__(self, error: ApiError, owner: type[ApiError]) -> bool: ...
+    def __get__(self, error: ApiError | None, owner: type[ApiError]) -> bool | _StatusIs:
+        return self if error is None else error.status == self.code
+
+
 class ApiError(Exception):
     """A non-2xx answer, with the API server's own Status reason and message."""
+
+    not_found = _StatusIs(HTTPStatus.NOT_FOUND)
+    conflict = _StatusIs(HTTPStatus.CONFLICT)
+    unauthorized = _StatusIs(HTTPStatus.UNAUTHORIZED)
+    forbidden = _StatusIs(HTTPStatus.FORBIDDEN)
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -81,25 +101,9 @@ class ApiError(Exception):
         self.message = message
 
     @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def unauthorized(self) -> bool:
-        return self.status == 401
-
-    @property
-    def forbidden(self) -> bool:
-        return self.status == 403
-
-    @property
     def namespace_terminating(self) -> bool:
         """Kubernetes refuses new objects in a Terminating namespace with 403 and this text."""
-        return self.status == 403 and "being terminated" in self.message
+        return self.forbidden and "being terminated" in self.message
 
 
 def resource_path(

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from sluice_operator.engine.clock import rfc3339
@@ -23,24 +24,22 @@ def _micro_time() -> str:
     return rfc3339(micro=True)
 
 
+@dataclass(eq=False)
 class LeaderElector:
     """Acquire, renew and release one Lease; `leading` is false the moment renewal cannot be proven."""
 
-    def __init__(
-        self, client: KubeClient, *, namespace: str, name: str, identity: str,
-        duration: float = 15.0, renew_every: float = 5.0, clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.client = client
-        self.namespace = namespace
-        self.name = name
-        self.identity = identity
-        self.duration = duration
-        self.renew_every = renew_every
-        self.clock = clock
-        self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
-        self._observed_at = 0.0
-        self._renewed_at: float | None = None
-        self.transitions = 0
+    client: KubeClient
+    _: KW_ONLY
+    namespace: str
+    name: str
+    identity: str
+    duration: float = 15.0
+    renew_every: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    _observed: tuple[str, str] | None = field(default=None, init=False)  # (holder, renewTime) last seen
+    _observed_at: float = field(default=0.0, init=False)
+    _renewed_at: float | None = field(default=None, init=False)
+    transitions: int = field(default=0, init=False)
 
     @property
     def path(self) -> str:

@@ -24,15 +24,17 @@ import yaml
 from sluice_operator.api.circuit import CircuitBreaker
 from sluice_operator.api.policy import BackpressurePolicy
 from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.problems import Problem
 from sluice_operator.publish.directory import DirectorySink
 from sluice_operator.publish.events import LogEvents
 from sluice_operator.reconcile.circuit import CircuitCycle, CircuitReconciler
+from sluice_operator.reconcile.dispatch import Dispatcher
 from sluice_operator.reconcile.namespaces import NamespaceView
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyReconciler
 from sluice_operator.reconcile.ports import SignalReader
 from sluice_operator.scheduler import Kind, Kinds, ScheduleEntry, Scheduler
 from sluice_operator.settings import Settings
-from sluice_operator.validation import KINDS, Problem, YamlLoader, read_text, validate_object
+from sluice_operator.validation import KINDS, YamlLoader, read_text, validate_object
 
 log = logging.getLogger("sluice_operator.local")
 RELOAD_EVERY = 1.0
@@ -114,21 +116,12 @@ class LocalOperator:
         self.policies = PolicyReconciler(
             PolicyCycle(signals, self.sink, self.events, self.metrics, circuits=self.circuits.document),
             default_interval=RELOAD_EVERY)
-        self.reconcilers: dict[Kind, PolicyReconciler | CircuitReconciler] = {
-            "BackpressurePolicy": self.policies, "CircuitBreaker": self.circuits}
-        self.scheduler = Scheduler(self._evaluate, concurrency=8)
+        self.dispatch = Dispatcher(self.policies, self.circuits, self.metrics)
+        self.scheduler = Scheduler(self.dispatch, concurrency=8)
         self.objects: dict[str, BackpressurePolicy | CircuitBreaker] = {}
         self._seen: tuple[tuple[str, float, int], ...] | None = None
         self._problems: list[str] = []
         self._origin: dict[str, str] = {}
-        self.cycles = 0
-
-    async def _evaluate(self, entry: ScheduleEntry) -> float:
-        reconciler = self.reconcilers[entry.kind]
-        interval = await reconciler.evaluate(entry)
-        self.cycles += 1
-        self.metrics.last_cycle.set_to_current_time()
-        return reconciler.default_interval if interval is None else interval
 
     def _bodies(self) -> dict[str, tuple[Kind, str | None, str, dict[str, Any]]]:
         """The loaded objects as the scheduler keeps them (plain bodies), circuits widened for local use.
@@ -213,7 +206,7 @@ class LocalOperator:
             for kind in Kinds:
                 for entry in sorted(entries, key=lambda e: e.uid):
                     if entry.kind == kind and not entry.deleted:
-                        entry.due = self.scheduler.clock() + await self._evaluate(entry)
+                        entry.due = self.scheduler.clock() + await self.dispatch(entry)
         finally:
             for entry in entries:
                 entry.running = False
@@ -224,7 +217,7 @@ class LocalOperator:
         for kind in Kinds:
             for entry in sorted(self.scheduler.objects.values(), key=lambda e: e.uid):
                 if entry.kind == kind:
-                    await self._evaluate(entry)
+                    await self.dispatch(entry)
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> int:
         await self.reload(force=True)

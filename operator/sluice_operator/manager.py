@@ -1,7 +1,7 @@
 """The operator in a cluster: leader election, Kopf, HTTP endpoints and the one Scheduler.
 
-Kopf's handlers (`handlers.py`) call in here; the manager dispatches each object to the reconciler of
-its kind (`reconcile/policy.py`, `reconcile/circuit.py`), which local mode (`local.py`) uses too.
+Kopf's handlers (`handlers.py`) call in here; the Scheduler hands each object to the reconciler of
+its kind through `reconcile/dispatch.py`, exactly as in local mode (`local.py`).
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ from sluice_operator.publish.cluster import ClusterSink
 from sluice_operator.publish.configmap import CIRCUIT_LABEL, MANAGED_BY, MANAGED_BY_VALUE
 from sluice_operator.publish.events import KubeEvents
 from sluice_operator.reconcile.circuit import CircuitCycle, CircuitReconciler
+from sluice_operator.reconcile.dispatch import Dispatcher
 from sluice_operator.reconcile.namespaces import NamespaceView
 from sluice_operator.reconcile.policy import PolicyCycle, PolicyReconciler
 from sluice_operator.reconcile.ports import SignalReader
-from sluice_operator.scheduler import Kind, ScheduleEntry, Scheduler, cycles_in_flight
+from sluice_operator.scheduler import ScheduleEntry, Scheduler, cycles_in_flight
 from sluice_operator.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Reconciler = PolicyReconciler | CircuitReconciler
 
 
 class Manager:
@@ -72,11 +71,9 @@ class Manager:
                         leading=leading),
             default_interval=settings.scope.default_interval_seconds, raw_query_allowed=settings.raw_query_allowed,
             on_forget=self.metrics.forget_policy)
-        self.reconcilers: dict[Kind, Reconciler] = {"BackpressurePolicy": self.policies,
-                                                     "CircuitBreaker": self.circuits}
+        self.dispatch = Dispatcher(self.policies, self.circuits, self.metrics, on_cycle=self.health.evaluated)
         self.scheduler = Scheduler(
-            self.evaluate, concurrency=cycles_in_flight(settings.prometheus.max_concurrent_queries))
-        self.cycles = 0
+            self.dispatch, concurrency=cycles_in_flight(settings.prometheus.max_concurrent_queries))
 
     # -- leadership ------------------------------------------------------------------------------
 
@@ -92,18 +89,12 @@ class Manager:
             default_namespace=c.default_namespace,
         )
 
-    # -- dispatch by kind ------------------------------------------------------------------------
+    # -- objects ---------------------------------------------------------------------------------
 
-    async def evaluate(self, entry: ScheduleEntry) -> float:
-        """One evaluation of a scheduled object by its kind's reconciler; the seconds until the next."""
-        reconciler = self.reconcilers[entry.kind]
-        interval = await reconciler.evaluate(entry)
-        if interval is None:
-            return reconciler.default_interval
-        self.cycles += 1
-        self.health.evaluated()
-        self.metrics.last_cycle.set_to_current_time()
-        return interval
+    @property
+    def cycles(self) -> int:
+        """Evaluation cycles run so far (by the shared `Dispatcher`)."""
+        return self.dispatch.cycles
 
     def _count(self) -> None:
         self.health.active_objects = len(self.scheduler.objects)

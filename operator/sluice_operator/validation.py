@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 from sluice_operator.api.circuit import CircuitBreaker
 from sluice_operator.api.common import API_VERSION, DNS1123_LABEL, DNS1123_SUBDOMAIN
 from sluice_operator.api.policy import BackpressurePolicy
+from sluice_operator.problems import Problem, ProblemsError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -36,36 +37,8 @@ KINDS: dict[str, type[BackpressurePolicy] | type[CircuitBreaker]] = {
 Loc = tuple[int | str, ...]
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one object (or with a file that holds no object at all)."""
-
-    file: str
-    message: str
-    kind: str | None = None
-    name: str | None = None
-    path: str = ""
-    line: int | None = None
-
-    @property
-    def subject(self) -> str:
-        """`Kind/name` of the object, or `document` when the document is not an object."""
-        if self.kind is None:
-            return "document"
-        return f"{self.kind}/{self.name or '<unnamed>'}"
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        field = f"{self.path}: " if self.path else ""
-        return f"{where}: {self.subject}: {field}{self.message}"
-
-
-class InvalidResources(ValueError):
+class InvalidResources(ProblemsError[Problem]):
     """Raised by `load_objects` when a file holds anything but valid Sluice objects."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

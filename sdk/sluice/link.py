@@ -8,7 +8,7 @@ those hooks off the producer's public surface; it is the `sluice.routing.RouterH
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from confluent_kafka import KafkaError
 
@@ -21,6 +21,25 @@ if TYPE_CHECKING:
     from sluice.core import ProducerCore
 
 __all__ = ["Link"]
+
+T = TypeVar("T")
+
+
+class _Forwarded(Generic[T]):
+    """A read-only attribute of `Link` that is the producer's attribute of the same name."""
+
+    def __set_name__(self, owner: type[Link], name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, link: None, owner: type[Link]) -> _Forwarded[T]: ...
+    @overload
+    def __get__(self, link: Link, owner: type[Link]) -> T: ...
+    def __get__(self, link: Link | None, owner: type[Link]) -> T | _Forwarded[T]:
+        if link is None:
+            return self
+        value: T = getattr(link._core(), self._name)
+        return value
 
 
 class Link:
@@ -58,33 +77,13 @@ class Link:
         if core is not None:
             core._on_throttle(event)
 
-    # AdmissionHost
-    @property
-    def counts(self) -> Counts:
-        counts: Counts = self._core().counts
-        return counts
-
-    @property
-    def on_shed(self) -> str:
-        return str(self._core().on_shed)
-
-    @property
-    def dlq_topic(self) -> str | None:
-        topic: str | None = self._core().dlq_topic
-        return topic
-
-    @property
-    def retry(self) -> RetryPolicy:
-        retry: RetryPolicy = self._core().retry
-        return retry
-
-    @property
-    def serializing(self) -> bool:
-        return bool(self._core().serializing)
-
-    @property
-    def pacing_max_wait_s(self) -> float:
-        return float(self._core().pacing_max_wait_s)
+    # AdmissionHost: the producer's tallies and settings, read as they are at each use
+    counts = _Forwarded[Counts]()
+    on_shed = _Forwarded[str]()
+    dlq_topic = _Forwarded[str | None]()
+    retry = _Forwarded[RetryPolicy]()
+    serializing = _Forwarded[bool]()
+    pacing_max_wait_s = _Forwarded[float]()
 
     def pacer(self, idx: int) -> Pacer:
         pacer: Pacer = self._core()._pacers[idx]

@@ -75,6 +75,9 @@ OUTCOMES: Final = (
 OBSERVE_ACTIONS: Final = ("delay", "shed", "reject_open", "pace")
 PACED_ACTIONS: Final = ("wait", "shed")
 POLICY_LABELS: Final = ("policy_namespace", "policy")
+#: The per-priority tallies `Counts` keeps: the passthrough and admission paths' own, then every
+#: outcome but ``sent`` (the sum of ``fast_sent`` and ``slow_sent``).
+_TALLIES: Final = ("fast_sent", "slow_sent", "slow_offered", *(o for o in OUTCOMES if o != "sent"))
 DELAY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
 
 
@@ -90,36 +93,26 @@ class Counts:
     term only grows, so the sums are monotonic even when read while another thread bumps them.
     """
 
-    __slots__ = (
-        "dead_lettered",
-        "delayed",
-        "failed",
-        "fast_sent",
-        "in_doubt",
-        "observed",
-        "paced",
-        "rejected_open",
-        "rejected_paced",
-        "rejected_stale",
-        "retried",
-        "shed",
-        "slow_offered",
-        "slow_sent",
-    )
+    __slots__ = (*_TALLIES, "observed", "paced")
+
+    fast_sent: list[int]
+    slow_sent: list[int]
+    slow_offered: list[int]
+    delayed: list[int]
+    shed: list[int]
+    rejected_open: list[int]
+    rejected_stale: list[int]
+    rejected_paced: list[int]
+    retried: list[int]
+    dead_lettered: list[int]
+    failed: list[int]
+    in_doubt: list[int]
+    observed: dict[str, list[int]]
+    paced: dict[str, list[int]]
 
     def __init__(self) -> None:
-        self.fast_sent = [0, 0, 0]
-        self.slow_sent = [0, 0, 0]
-        self.slow_offered = [0, 0, 0]
-        self.delayed = [0, 0, 0]
-        self.shed = [0, 0, 0]
-        self.rejected_open = [0, 0, 0]
-        self.rejected_stale = [0, 0, 0]
-        self.rejected_paced = [0, 0, 0]
-        self.retried = [0, 0, 0]
-        self.dead_lettered = [0, 0, 0]
-        self.failed = [0, 0, 0]
-        self.in_doubt = [0, 0, 0]
+        for name in _TALLIES:
+            setattr(self, name, [0, 0, 0])
         self.observed = {action: [0, 0, 0] for action in OBSERVE_ACTIONS}
         self.paced = {action: [0, 0, 0] for action in PACED_ACTIONS}
 

@@ -10,9 +10,9 @@ import pytest
 
 from sluice_operator.api import BackpressurePolicy, CircuitBreaker
 from sluice_operator.cli import main
+from sluice_operator.problems import Problem
 from sluice_operator.validation import (
     InvalidResources,
-    Problem,
     load_objects,
     validate_documents,
     validate_object,

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from sluice_operator.api import BackpressurePolicySpec, CircuitBreakerSpec
-from sluice_operator.validation import Problem, parse_documents, validate_documents
+from sluice_operator.problems import Problem
+from sluice_operator.validation import parse_documents, validate_documents
 
 GOOD = Path(__file__).parent / "data" / "good"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from sluice_operator.api.common import (
     DNS1123_LABEL,
-    ApiVersion,
-    Condition,
-    ObjectMeta,
+    KubeObject,
+    ObjectStatus,
+    PrometheusOrKafka,
     SecretRef,
     SpecModel,
     StatusModel,
-    cel,
+    cel_rules,
 )
 
 CircuitStateName = Literal["closed", "open", "half-open", "forced-open", "forced-closed"]
@@ -48,25 +48,10 @@ class KafkaSignal(SpecModel):
     timeout_seconds: float = Field(default=3, gt=0, le=60)
 
 
-class Signal(SpecModel):
+class Signal(PrometheusOrKafka[PrometheusSignal, KafkaSignal]):
     """Exactly one failure signal."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("has(self.prometheus) != has(self.kafka)", "set exactly one of prometheus or kafka")
-            ]
-        }
-    )
-
-    prometheus: PrometheusSignal | None = None
-    kafka: KafkaSignal | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Signal:
-        if (self.prometheus is None) == (self.kafka is None):
-            raise ValueError("set exactly one of signal.prometheus or signal.kafka")
-        return self
+    field_name = "signal"
 
 
 class LabelSelectorRequirement(SpecModel):
@@ -103,19 +88,10 @@ class CircuitOverride(SpecModel):
 class CircuitBreakerSpec(SpecModel):
     """When to open, how to recover, and which namespaces see the state."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.halfOpenProbeRatio > 0.0 && self.halfOpenProbeRatio <= 1.0",
-                    "halfOpenProbeRatio must be in (0, 1]",
-                ),
-                cel(
-                    "has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)",
-                    "set namespaceSelector and/or namespaces: where the circuit state is published",
-                ),
-            ]
-        }
+    model_config = cel_rules(
+        ("self.halfOpenProbeRatio > 0.0 && self.halfOpenProbeRatio <= 1.0", "halfOpenProbeRatio must be in (0, 1]"),
+        ("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)",
+         "set namespaceSelector and/or namespaces: where the circuit state is published"),
     )
 
     signal: Signal
@@ -146,11 +122,9 @@ class Transition(StatusModel):
     reason: str
 
 
-class CircuitBreakerStatus(StatusModel):
+class CircuitBreakerStatus(ObjectStatus):
     """The circuit's state; the state machine restores itself from here after a restart."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
     state: CircuitStateName = "closed"
     since: str | None = None
     failure_count: int = 0
@@ -162,12 +136,7 @@ class CircuitBreakerStatus(StatusModel):
     published_namespaces: list[str] = Field(default_factory=list)
 
 
-class CircuitBreaker(SpecModel):
+class CircuitBreaker(KubeObject[CircuitBreakerSpec]):
     """The whole object as `kubectl apply` sends it."""
 
-    model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
-
-    api_version: ApiVersion = Field(alias="apiVersion")
     kind: Literal["CircuitBreaker"]
-    metadata: ObjectMeta
-    spec: CircuitBreakerSpec

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from sluice_operator.api.common import MAX_BACKLOG, SpecModel, cel
+from sluice_operator.api.common import MAX_BACKLOG, SpecModel, cel_rules
 
 __all__ = ["Control", "PriorityFloors"]
 
@@ -17,13 +17,7 @@ __all__ = ["Control", "PriorityFloors"]
 class PriorityFloors(SpecModel):
     """Shares of the allowed rate reserved for each priority (capped by its own offer)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("self.high + self.medium + self.low <= 1.000001", "floors must add up to at most 1")
-            ]
-        }
-    )
+    model_config = cel_rules(("self.high + self.medium + self.low <= 1.000001", "floors must add up to at most 1"))
 
     high: float = Field(default=0.0, ge=0, le=1)
     medium: float = Field(default=0.0, ge=0, le=1)

@@ -5,20 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from sluice_operator.api.common import (
     DNS1123_SUBDOMAIN,
     MAX_BACKLOG,
     MAX_DELAY_MS,
-    ApiVersion,
-    Condition,
-    ObjectMeta,
+    KubeObject,
+    ObjectStatus,
     Priority,
+    PrometheusOrKafka,
     SecretRef,
     SpecModel,
     StatusModel,
-    cel,
+    cel_rules,
 )
 from sluice_operator.api.control import Control
 
@@ -32,19 +32,10 @@ TopicName = Annotated[str, Field(min_length=1, max_length=249)]
 class PrometheusSource(SpecModel):
     """Backlog from PromQL: a raw `query`, or `consumerGroup` + `topics` built from the admin's template."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.query) != (has(self.consumerGroup) && has(self.topics))",
-                    "set either query, or consumerGroup and topics (not both)",
-                ),
-                cel(
-                    "has(self.consumerGroup) == has(self.topics)",
-                    "consumerGroup and topics go together",
-                ),
-            ]
-        }
+    model_config = cel_rules(
+        ("has(self.query) != (has(self.consumerGroup) && has(self.topics))",
+         "set either query, or consumerGroup and topics (not both)"),
+        ("has(self.consumerGroup) == has(self.topics)", "consumerGroup and topics go together"),
     )
 
     query: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -77,39 +68,17 @@ class KafkaSource(SpecModel):
     timeout_seconds: float = Field(default=3.0, gt=0, le=60)
 
 
-class Source(SpecModel):
+class Source(PrometheusOrKafka[PrometheusSource, KafkaSource]):
     """Exactly one signal source."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("has(self.prometheus) != has(self.kafka)", "set exactly one of prometheus or kafka")
-            ]
-        }
-    )
-
-    prometheus: PrometheusSource | None = None
-    kafka: KafkaSource | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Source:
-        if (self.prometheus is None) == (self.kafka is None):
-            raise ValueError("set exactly one of source.prometheus or source.kafka")
-        return self
+    field_name = "source"
 
 
 class Window(SpecModel):
     """Backlog thresholds of one priority: green < yellow < red."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.green < self.yellow && self.yellow < self.red",
-                    "thresholds must increase: green < yellow < red",
-                )
-            ]
-        }
+    model_config = cel_rules(
+        ("self.green < self.yellow && self.yellow < self.red", "thresholds must increase: green < yellow < red")
     )
 
     green: float = Field(ge=0, le=MAX_BACKLOG)
@@ -137,9 +106,7 @@ class Thresholds(SpecModel):
 class DelayRange(SpecModel):
     """Delay interpolated from minMs at the bottom of a zone to maxMs at its top."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [cel("self.minMs <= self.maxMs", "minMs must be <= maxMs")]}
-    )
+    model_config = cel_rules(("self.minMs <= self.maxMs", "minMs must be <= maxMs"))
 
     min_ms: int = Field(ge=0, le=MAX_DELAY_MS)
     max_ms: int = Field(ge=0, le=MAX_DELAY_MS)
@@ -192,12 +159,8 @@ class Smoothing(SpecModel):
 class Polling(SpecModel):
     """How often the signal is read; the timeout must stay below the interval."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("self.timeoutSeconds < self.intervalSeconds", "timeoutSeconds must be < intervalSeconds")
-            ]
-        }
+    model_config = cel_rules(
+        ("self.timeoutSeconds < self.intervalSeconds", "timeoutSeconds must be < intervalSeconds")
     )
 
     interval_seconds: float = Field(default=5, ge=1, le=3600)
@@ -320,11 +283,9 @@ class ControlStatus(StatusModel):
     offered_rates: PriorityRates | None = None  # lambda-hat per priority (msgs/s)
 
 
-class BackpressurePolicyStatus(StatusModel):
+class BackpressurePolicyStatus(ObjectStatus):
     """What the operator last decided; also the engine's memory across restarts."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
     priorities: PolicyPriorities | None = None
     backlog: float | None = None
     smoothed_backlog: float | None = None
@@ -339,12 +300,7 @@ class BackpressurePolicyStatus(StatusModel):
     control: ControlStatus | None = None
 
 
-class BackpressurePolicy(SpecModel):
+class BackpressurePolicy(KubeObject[BackpressurePolicySpec]):
     """The whole object as `kubectl apply` sends it."""
 
-    model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
-
-    api_version: ApiVersion = Field(alias="apiVersion")
     kind: Literal["BackpressurePolicy"]
-    metadata: ObjectMeta
-    spec: BackpressurePolicySpec

@@ -13,8 +13,9 @@ from typing import Any
 
 from sluice.decision import PRIORITIES
 from sluice_operator.api.policy import BackpressurePolicy
+from sluice_operator.problems import Problem
 from sluice_operator.simulate import Mode, ScenarioError, dumps, metrics, parse_scenario, simulate
-from sluice_operator.validation import InvalidResources, Problem, load_objects, read_text
+from sluice_operator.validation import InvalidResources, load_objects, read_text
 
 
 def _policy(path: Path) -> BackpressurePolicy | str:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sluice_operator.validation import Problem, parse_documents, read_text
+from sluice_operator.problems import Problem
+from sluice_operator.validation import parse_documents, read_text
 
 
 def check(path: Path) -> tuple[list[str], list[Problem]]:

@@ -62,20 +62,21 @@ Triple = tuple[_T, _T, _T]
 
 class PolicyMemory(NamedTuple):
     """Everything `evaluate` carries from one evaluation to the next (per-priority columns are
-    ordered high, medium, low)."""
+    ordered high, medium, low). The defaults are a policy never evaluated: green everywhere, epoch 0,
+    nothing published yet (`INITIAL_MEMORY`)."""
 
-    zones: Triple[Zone]
-    since: Triple[float | None]
-    delays_ms: Triple[int]
-    shed: Triple[bool]
-    ratios: Triple[float]
-    epoch: int
-    source: DecisionSource | None  # of the last published decision; None before the first
-    enforcement: Enforcement | None
-    backlog: float | None  # the last raw reading (None when it was unavailable)
-    smoothed_backlog: float | None
-    last_good_at: float | None
-    last_evaluated: float | None
+    zones: Triple[Zone] = ("green", "green", "green")
+    since: Triple[float | None] = (None, None, None)
+    delays_ms: Triple[int] = (0, 0, 0)
+    shed: Triple[bool] = (False, False, False)
+    ratios: Triple[float] = (0.0, 0.0, 0.0)
+    epoch: int = 0
+    source: DecisionSource | None = None  # of the last published decision; None before the first
+    enforcement: Enforcement | None = None
+    backlog: float | None = None  # the last raw reading (None when it was unavailable)
+    smoothed_backlog: float | None = None
+    last_good_at: float | None = None
+    last_evaluated: float | None = None
     control: ControlMemory = INITIAL_CONTROL  # the DrainTime loop (untouched in Zones mode)
     pacing: bool = False  # the published decision carries admitRatio (DrainTime, not degraded)
     control_degraded: str | None = None  # why DrainTime fell back to Zones
@@ -91,21 +92,8 @@ class PolicyMemory(NamedTuple):
         return (self.get("high"), self.get("medium"), self.get("low"))
 
 
-#: The memory of a policy never evaluated: green everywhere, epoch 0, nothing published yet.
-INITIAL_MEMORY = PolicyMemory(
-    zones=("green", "green", "green"),
-    since=(None, None, None),
-    delays_ms=(0, 0, 0),
-    shed=(False, False, False),
-    ratios=(0.0, 0.0, 0.0),
-    epoch=0,
-    source=None,
-    enforcement=None,
-    backlog=None,
-    smoothed_backlog=None,
-    last_good_at=None,
-    last_evaluated=None,
-)
+#: The memory of a policy never evaluated.
+INITIAL_MEMORY = PolicyMemory()
 
 
 def _time(t: float | None) -> str | None:

@@ -78,22 +78,23 @@ def round_ms(value: float) -> int:
     return int(value + 0.5)
 
 
-def raw_zone(pp: PriorityParams, backlog: float) -> int:
-    """The zone index of `backlog` without memory: <= green, <= yellow, above."""
-    if backlog <= pp.green:
+def _zone(backlog: float, green: float, yellow: float) -> int:
+    """The zone index of `backlog` against the tops of green and yellow: <= green, <= yellow, above."""
+    if backlog <= green:
         return GREEN
-    if backlog <= pp.yellow:
+    if backlog <= yellow:
         return YELLOW
     return RED
+
+
+def raw_zone(pp: PriorityParams, backlog: float) -> int:
+    """The zone index of `backlog` without memory."""
+    return _zone(backlog, pp.green, pp.yellow)
 
 
 def exit_zone(pp: PriorityParams, backlog: float) -> int:
     """The zone index against the thresholds lowered by the hysteresis margin."""
-    if backlog <= pp.green_exit:
-        return GREEN
-    if backlog <= pp.yellow_exit:
-        return YELLOW
-    return RED
+    return _zone(backlog, pp.green_exit, pp.yellow_exit)
 
 
 def zone_values(pp: PriorityParams, zone: int, backlog: float) -> tuple[float, int, bool]:

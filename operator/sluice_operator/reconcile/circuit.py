@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import ValidationError
-from typing_extensions import Unpack
 
 from sluice.decision import CIRCUIT_KEY, CircuitState, fingerprint, to_json
 from sluice_operator import engine
@@ -23,15 +22,13 @@ from sluice_operator.api.circuit import CircuitBreakerSpec, LabelSelector
 from sluice_operator.api.common import API_VERSION
 from sluice_operator.engine.document import REFRESH_FRACTION
 from sluice_operator.kube import ApiError
-from sluice_operator.metrics import CIRCUIT_VALUE, OperatorMetrics, transition_cause
+from sluice_operator.metrics import CIRCUIT_VALUE, transition_cause
 from sluice_operator.publish.configmap import CIRCUIT_LABEL, Owner, owner_name
 from sluice_operator.publish.events import Event
 from sluice_operator.publish.names import circuit_configmap
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
-from sluice_operator.reconcile.cycle import Cycle, CycleOptions
-from sluice_operator.reconcile.ports import EventSink, Sink
-from sluice_operator.reconcile.signals import Signals
+from sluice_operator.reconcile.cycle import Cycle
 from sluice_operator.scheduler import ScheduleEntry
 from sluice_operator.validation import validation_message
 
@@ -100,18 +97,12 @@ class CircuitBreakerState:
         return runtime
 
 
+@dataclass(eq=False, kw_only=True)
 class CircuitCycle(Cycle):
     """Runs one probe of a circuit and publishes its state where it is selected."""
 
-    def __init__(
-        self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
-        namespaces: Callable[[], tuple[Mapping[str, Mapping[str, str]], frozenset[str]]],
-        scope: frozenset[str] | None = None,
-        **options: Unpack[CycleOptions],
-    ) -> None:
-        super().__init__(signals, sink, events, metrics, **options)
-        self.namespaces = namespaces
-        self.scope = scope  # namespaces we may write ConfigMaps in; None: all (a ClusterRole)
+    namespaces: Callable[[], tuple[Mapping[str, Mapping[str, str]], frozenset[str]]]
+    scope: frozenset[str] | None = None  # namespaces we may write ConfigMaps in; None: all (a ClusterRole)
 
     @staticmethod
     def owner(name: str, uid: str | None) -> Owner:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
-
-from typing_extensions import TypedDict
 
 from sluice_operator.metrics import OperatorMetrics
 from sluice_operator.reconcile.ports import EventSink, Sink
@@ -17,14 +16,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CycleOptions(TypedDict, total=False):
-    """Keyword options every cycle accepts (for `**options: Unpack[CycleOptions]`)."""
-
-    clock: Callable[[], float]
-    wallclock: Callable[[], datetime]
-    leading: Callable[[], bool]
-
-
+@dataclass(eq=False)
 class Cycle:
     """Signals in; sink, events and metrics out; clocks and the leadership check injected for tests.
 
@@ -32,15 +24,11 @@ class Cycle:
     publishes.
     """
 
-    def __init__(
-        self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
-        clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = _utcnow,
-        leading: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self.signals = signals
-        self.sink = sink
-        self.events = events
-        self.metrics = metrics
-        self.clock = clock
-        self.wallclock = wallclock
-        self.leading = leading
+    signals: Signals
+    sink: Sink
+    events: EventSink
+    metrics: OperatorMetrics
+    _: KW_ONLY
+    clock: Callable[[], float] = time.monotonic
+    wallclock: Callable[[], datetime] = _utcnow
+    leading: Callable[[], bool] = lambda: True

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import ValidationError
-from typing_extensions import Unpack
 
 from sluice.decision import DECISION_KEY, VOLATILE_FIELDS, CircuitState, Decision, fingerprint, to_json
 from sluice_operator import engine
@@ -21,14 +20,14 @@ from sluice_operator.api.common import API_VERSION, PRIORITIES
 from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.engine.document import REFRESH_FRACTION
 from sluice_operator.kube import ApiError
-from sluice_operator.metrics import ZONE_VALUE, OperatorMetrics
+from sluice_operator.metrics import ZONE_VALUE
 from sluice_operator.publish.configmap import POLICY_LABEL, Owner
 from sluice_operator.publish.events import Event
 from sluice_operator.publish.names import policy_configmap
 from sluice_operator.publish.outcome import PublishOutcome
 from sluice_operator.reconcile.compliance import check_compliance
 from sluice_operator.reconcile.conditions import Conditions, rfc3339
-from sluice_operator.reconcile.cycle import Cycle, CycleOptions
+from sluice_operator.reconcile.cycle import Cycle
 from sluice_operator.reconcile.policy_conditions import (
     control_condition,
     fmt_count,
@@ -36,9 +35,7 @@ from sluice_operator.reconcile.policy_conditions import (
     publish_conditions,
     signal_conditions,
 )
-from sluice_operator.reconcile.ports import EventSink, Sink
 from sluice_operator.reconcile.rates import KafkaPosition, read_rates
-from sluice_operator.reconcile.signals import Signals
 from sluice_operator.scheduler import ScheduleEntry, jittered
 from sluice_operator.sources.reading import Reading
 from sluice_operator.validation import spec_or_none, validation_message
@@ -130,16 +127,11 @@ class CycleResult:
     reading: Reading
 
 
+@dataclass(eq=False, kw_only=True)
 class PolicyCycle(Cycle):
     """Runs one evaluation of a policy; shared by cluster and local mode."""
 
-    def __init__(
-        self, signals: Signals, sink: Sink, events: EventSink, metrics: OperatorMetrics, *,
-        circuits: Callable[[str], CircuitState | None] = lambda _name: None,
-        **options: Unpack[CycleOptions],
-    ) -> None:
-        super().__init__(signals, sink, events, metrics, **options)
-        self.circuits = circuits
+    circuits: Callable[[str], CircuitState | None] = lambda _name: None
 
     async def run(self, state: PolicyState, spec: BackpressurePolicySpec, generation: int | None) -> CycleResult:
         started = self.clock()

@@ -8,6 +8,7 @@ fields, which become a query from the admin's template with escaped values.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal, Protocol
 
 from sluice_operator.api.circuit import CircuitBreakerSpec
@@ -33,19 +34,16 @@ KafkaLagReader = Callable[[KafkaSource, Mapping[str, str]], Awaitable[Reading]]
 ProbeFn = Callable[[str, Mapping[str, str], float], Awaitable[tuple[bool, str]]]
 
 
+@dataclass(eq=False)
 class Signals:
     """Everything a cycle needs to read signals; built once per operator."""
 
-    def __init__(
-        self, settings: Settings, prometheus: PromReader | None, *,
-        kafka_lag: KafkaLagReader | None = None, kafka_probe: ProbeFn | None = None,
-        secrets: SecretLoader | None = None,
-    ) -> None:
-        self.settings = settings
-        self.prometheus = prometheus
-        self.kafka_lag = kafka_lag
-        self.kafka_probe = kafka_probe
-        self.secrets = secrets
+    settings: Settings
+    prometheus: PromReader | None
+    _: KW_ONLY
+    kafka_lag: KafkaLagReader | None = None
+    kafka_probe: ProbeFn | None = None
+    secrets: SecretLoader | None = None
 
     def policy_query(self, namespace: str, spec: BackpressurePolicySpec) -> Reading | str:
         """The PromQL to run for a policy, or a SPEC_ERROR Reading saying why there is none."""

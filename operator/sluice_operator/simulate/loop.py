@@ -298,21 +298,12 @@ def simulate(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed:
                         waiting = open_paced(flow, queue, k, arrived, tokens, pool, dt, deadline_steps)
                         in_flight = max(in_flight, waiting / count)
                 totals.peak_in_flight = max(totals.peak_in_flight, in_flight)
-            totals.offered += offered
-            totals.goodput += flow.goodput
-            totals.shed += flow.shed
-            totals.lost += flow.lost
-            totals.rejected += flow.rejected
+            totals.add(offered, flow)
             totals.latency_seconds += flow.latency
             if in_surge:
-                totals.surge_offered += offered
-                totals.surge_goodput += flow.goodput
-                totals.surge_shed += flow.shed
-                totals.surge_lost += flow.lost
-                totals.surge_rejected += flow.rejected
+                totals.surge.add(offered, flow)
             elif after_surge:
-                totals.after_offered += offered
-                totals.after_goodput += flow.goodput
+                totals.after.add(offered, flow)
             series.offered[i].append(offered / dt)
             series.goodput[i].append(flow.goodput / dt)
             series.shed[i].append(flow.shed / dt)

@@ -142,7 +142,7 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
     }
     if scenario.surge is not None:
         surge = scenario.surge
-        goodput = sum(t.surge_goodput for t in result.priorities)
+        goodput = sum(t.surge.goodput for t in result.priorities)
         doc["surge"] = {
             "startSeconds": _r(surge.start),
             "endSeconds": _r(surge.end),
@@ -152,13 +152,13 @@ def metrics(result: SimulationResult) -> dict[str, Any]:
             "goodputVsCapacity": _ratio(goodput, result.surge_capacity),
             "priorities": {
                 p: {
-                    "offered": _r(t.surge_offered, 1),
-                    "goodput": _r(t.surge_goodput, 1),
-                    "shed": _r(t.surge_shed, 1),
-                    "lost": _r(t.surge_lost, 1),
-                    "rejected": _r(t.surge_rejected, 1),
-                    "goodputRatio": _ratio(t.surge_goodput, t.surge_offered),
-                    "goodputRatioAfter": _ratio(t.after_goodput, t.after_offered),
+                    "offered": _r(t.surge.offered, 1),
+                    "goodput": _r(t.surge.goodput, 1),
+                    "shed": _r(t.surge.shed, 1),
+                    "lost": _r(t.surge.lost, 1),
+                    "rejected": _r(t.surge.rejected, 1),
+                    "goodputRatio": _ratio(t.surge.goodput, t.surge.offered),
+                    "goodputRatioAfter": _ratio(t.after.goodput, t.after.offered),
                 }
                 for p, t in zip(PRIORITIES, result.priorities, strict=True)
             },

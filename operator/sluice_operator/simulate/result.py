@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from sluice.decision import Zone
 from sluice_operator.api.policy import BackpressurePolicySpec
 from sluice_operator.simulate.modes import Mode
+from sluice_operator.simulate.producers import Flow
 from sluice_operator.simulate.scenario import Scenario
 
-__all__ = ["Evaluation", "PriorityTotals", "Series", "SimulationResult"]
+__all__ = ["Counts", "Evaluation", "PriorityTotals", "Series", "SimulationResult"]
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
@@ -36,28 +37,38 @@ class Evaluation:
 
 
 @dataclass(slots=True)
-class PriorityTotals:
-    """Message counts of one priority, over the run and inside the surge window.
+class Counts:
+    """Messages of one priority over a stretch of the run.
 
     offered = goodput + shed + lost + rejected + held back (closed loop: the caller was slowed).
     """
 
-    producers: int = 0
-    kind: str = "closed"
     offered: float = 0.0
     goodput: float = 0.0
     shed: float = 0.0
     lost: float = 0.0  # open loop: arrived while the pool was full
     rejected: float = 0.0  # waited for a token past the deadline
+
+    def add(self, offered: float, flow: Flow) -> None:
+        """Count one step: `offered` messages arrived, and `flow` is what became of them."""
+        self.offered += offered
+        self.goodput += flow.goodput
+        self.shed += flow.shed
+        self.lost += flow.lost
+        self.rejected += flow.rejected
+
+
+@dataclass(slots=True)
+class PriorityTotals(Counts):
+    """Message counts of one priority over the run (its own fields), inside the surge window and
+    after it (from the end of the surge to the end of the run)."""
+
+    producers: int = 0
+    kind: str = "closed"
     latency_seconds: float = 0.0  # sum over produced messages of the latency added (delay or wait)
     peak_in_flight: float = 0.0  # per producer, open loop: calls in flight (sleeping or waiting)
-    surge_offered: float = 0.0
-    surge_goodput: float = 0.0
-    surge_shed: float = 0.0
-    surge_lost: float = 0.0
-    surge_rejected: float = 0.0
-    after_offered: float = 0.0  # from the end of the surge to the end of the run
-    after_goodput: float = 0.0
+    surge: Counts = field(default_factory=Counts)
+    after: Counts = field(default_factory=Counts)
     zone_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     max_delay_ms: int = 0
 

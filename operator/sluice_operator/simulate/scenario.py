@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from sluice.decision import PRIORITIES, Priority
+from sluice_operator.problems import Problem, ProblemsError
 from sluice_operator.validation import YamlLoader, explain, format_path
 
 __all__ = [
@@ -246,26 +247,16 @@ class Schedule:
 
 
 @dataclass(frozen=True)
-class ScenarioProblem:
+class ScenarioProblem(Problem):
     """One thing wrong with a scenario file."""
 
-    file: str
-    message: str
-    path: str = ""
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        field = f"{self.path}: " if self.path else ""
-        return f"{where}: scenario: {field}{self.message}"
+    @property
+    def subject(self) -> str:
+        return "scenario"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ProblemsError[ScenarioProblem]):
     """The scenario cannot be used; `problems` says every reason."""
-
-    def __init__(self, problems: list[ScenarioProblem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
 
 
 def _node_line(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -312,5 +303,6 @@ def parse_scenario(text: str, filename: str = "<scenario>") -> Scenario:
         problems = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            problems.append(ScenarioProblem(filename, explain(err, Scenario), format_path(loc), _node_line(node, loc)))
+            problems.append(ScenarioProblem(filename, explain(err, Scenario), path=format_path(loc),
+                                            line=_node_line(node, loc)))
         raise ScenarioError(problems) from None

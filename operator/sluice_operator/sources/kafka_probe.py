@@ -52,6 +52,43 @@ class ProbeResult:
     message: str = ""
 
 
+class _Slots:
+    """At most `per_key` holders per key and `total` over all keys, taken and given back from any thread."""
+
+    def __init__(self, per_key: int, total: int) -> None:
+        self._per_key = per_key
+        self._max_total = total
+        self._held: dict[str, int] = {}
+        self._total = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        """Slots held now, over all keys."""
+        with self._lock:
+            return self._total
+
+    def acquire(self, key: str) -> bool:
+        """Take a slot of `key`; False when `key`, or the whole, has none left."""
+        with self._lock:
+            count = self._held.get(key, 0)
+            if count >= self._per_key or self._total >= self._max_total:
+                return False
+            self._held[key] = count + 1
+            self._total += 1
+            return True
+
+    def release(self, key: str) -> None:
+        """Give back a slot `acquire` gave."""
+        with self._lock:
+            count = self._held.get(key, 0) - 1
+            if count > 0:
+                self._held[key] = count
+            else:
+                self._held.pop(key, None)
+            self._total -= 1
+
+
 class KafkaProbe:
     """Metadata-request health probes with one cached AdminClient per bootstrap + config."""
 
@@ -59,17 +96,12 @@ class KafkaProbe:
         if max_in_flight < 1 or max_total_in_flight < 1:
             raise ValueError("in-flight caps must be >= 1")
         self._cache = ClientCache("sluice-operator-probe", max_clients)
-        self._max_in_flight = max_in_flight
-        self._max_total = max_total_in_flight
-        self._in_flight: dict[str, int] = {}
-        self._total = 0
-        self._lock = threading.Lock()
+        self._slots = _Slots(max_in_flight, max_total_in_flight)
 
     @property
     def in_flight(self) -> int:
         """Probe threads currently running (for tests and metrics)."""
-        with self._lock:
-            return self._total
+        return self._slots.held
 
     async def probe(
         self,
@@ -83,17 +115,17 @@ class KafkaProbe:
             raise ValueError("timeout_seconds must be > 0")
         start = time.monotonic()
         key = bootstrap_servers + "\0" + repr(sorted((config or {}).items()))
-        if not self._acquire(key):
+        if not self._slots.acquire(key):
             return ProbeResult(
                 False, "ProbeBacklog", 0.0, "earlier probes of this cluster are still waiting for an answer"
             )
         try:
             fut = _in_thread(
                 lambda: self._probe_blocking(bootstrap_servers, config, timeout_seconds, start),
-                on_done=lambda: self._release(key),
+                on_done=lambda: self._slots.release(key),
             )
         except BaseException:
-            self._release(key)
+            self._slots.release(key)
             raise
         try:
             return await asyncio.wait_for(fut, timeout_seconds + _GRACE)
@@ -121,24 +153,6 @@ class KafkaProbe:
         if not metadata.brokers:
             return ProbeResult(False, "NoBrokers", latency, "metadata lists no brokers")
         return ProbeResult(True, "Ok", latency, f"{len(metadata.brokers)} brokers answered")
-
-    def _acquire(self, key: str) -> bool:
-        with self._lock:
-            count = self._in_flight.get(key, 0)
-            if count >= self._max_in_flight or self._total >= self._max_total:
-                return False
-            self._in_flight[key] = count + 1
-            self._total += 1
-            return True
-
-    def _release(self, key: str) -> None:
-        with self._lock:
-            count = self._in_flight.get(key, 0) - 1
-            if count > 0:
-                self._in_flight[key] = count
-            else:
-                self._in_flight.pop(key, None)
-            self._total -= 1
 
     def close(self) -> None:
         """Drop the cached clients (running probes keep theirs until they end)."""
