@@ -211,6 +211,15 @@ class ProducerCore:
             pacer.observe(now, total)
         self._sample_at = now + self._pacers[0].estimator.slot_s
 
+    def _entry(self, priority: str) -> tuple[Report | None, int, Plan]:
+        """The admission table's entry for ``priority`` (tick first when the deadline has passed)."""
+        if _monotonic() > self._deadline:
+            self._tick()
+        try:
+            return self._table[priority]
+        except KeyError:
+            raise ValueError(f"priority must be one of {PRIORITIES}, not {priority!r}") from None
+
     def _current_plan(self, priority: str) -> Plan:
         """The plan in force for ``priority`` after a tick (picks up new documents)."""
         self._tick()

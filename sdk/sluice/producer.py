@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
@@ -60,6 +60,17 @@ _PURGE_REPORTS_S = 2.0
 _AFLUSH_STEP_S = 0.005
 #: flush() waits for the queues in slices this long (routing failures in between).
 _FLUSH_STEP_S = 0.1
+
+
+class ProduceOptions(TypedDict, total=False):
+    """The keyword arguments of `produce` and `aproduce`, with produce's defaults (defined once)."""
+
+    priority: str  # "high", "medium" (default) or "low"
+    headers: Any  # as confluent-kafka takes them (default none)
+    on_delivery: DeliveryCallback | None  # the message's one outcome (default: the producer's on_delivery)
+
+
+_OPTIONS = frozenset(ProduceOptions.__annotations__)
 
 
 class ThrottledProducer(ProducerCore):
@@ -144,7 +155,7 @@ class ThrottledProducer(ProducerCore):
         message ends in exactly one of: delivered, dead-lettered, failed (known not written) or in
         doubt (may have been written).
         """
-        if _monotonic() > self._deadline:
+        if _monotonic() > self._deadline:  # `_entry`, inline: this is the hot path
             self._tick()
         try:
             dr, idx, plan = self._table[priority]
@@ -162,24 +173,15 @@ class ThrottledProducer(ProducerCore):
         adm = Admission(self._link, plan, topic, value, key, headers, on_delivery or self._default_cb)
         self._admit(adm, adm.begin(_monotonic()))
 
-    async def aproduce(
-        self,
-        topic: str,
-        value: Any = None,
-        key: Any = None,
-        *,
-        priority: str = "medium",
-        headers: Any = None,
-        on_delivery: DeliveryCallback | None = None,
-    ) -> None:
-        """`produce` for asyncio: delays and backoffs are awaited, serializers run in a worker thread."""
-        if _monotonic() > self._deadline:
-            self._tick()
-        try:
-            plan = self._table[priority][2]
-        except KeyError:
-            raise ValueError(f"priority must be one of {PRIORITIES}, not {priority!r}") from None
-        adm = Admission(self._link, plan, topic, value, key, headers, on_delivery or self._default_cb)
+    async def aproduce(self, topic: str, value: Any = None, key: Any = None, **options: Unpack[ProduceOptions]) -> None:
+        """`produce` for asyncio, with the same arguments: delays and backoffs are awaited, serializers run
+        in a worker thread."""
+        unknown = options.keys() - _OPTIONS
+        if unknown:
+            raise TypeError(f"aproduce() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        plan = self._entry(options.get("priority", "medium"))[2]
+        adm = Admission(self._link, plan, topic, value, key, options.get("headers"),
+                        options.get("on_delivery") or self._default_cb)
         await self._aadmit(adm, adm.begin(_monotonic()))
 
     # ================================================================== public API
@@ -322,19 +324,10 @@ class ThrottledProducer(ProducerCore):
         while True:
             if step is Step.WAIT:
                 self._wait(adm.wait_s)
-                step = adm.waited(_monotonic(), self._current_plan(adm.plan.priority))
+                step = self._waited(adm)
             elif step is Step.SERIALIZE:
-                try:
-                    key, value = serialize(adm.topic, adm.key, adm.value, adm.headers, self._key_serializer,
-                                           self._value_serializer)
-                except SerializationFailure as failure:
-                    step = adm.serialize_failed(failure, _monotonic())
-                else:
-                    step = adm.serialized(key, value)
-            elif step is Step.ENQUEUE:
-                step = self._enqueue(adm)
-            else:
-                self._finish(adm, step)
+                step = self._serialized(adm, self._serialize(adm))
+            elif (step := self._advance(adm, step)) is Step.DONE:
                 return
 
     async def _aadmit(self, adm: Admission, step: Step) -> None:
@@ -349,20 +342,35 @@ class ThrottledProducer(ProducerCore):
         while True:
             if step is Step.WAIT:
                 await asyncio.sleep(adm.wait_s)
-                step = adm.waited(_monotonic(), self._current_plan(adm.plan.priority))
+                step = self._waited(adm)
             elif step is Step.SERIALIZE:
-                try:
-                    key, value = await asyncio.to_thread(serialize, adm.topic, adm.key, adm.value, adm.headers,
-                                                         self._key_serializer, self._value_serializer)
-                except SerializationFailure as failure:
-                    step = adm.serialize_failed(failure, _monotonic())
-                else:
-                    step = adm.serialized(key, value)
-            elif step is Step.ENQUEUE:
-                step = self._enqueue(adm)
-            else:
-                self._finish(adm, step)
+                step = self._serialized(adm, await asyncio.to_thread(self._serialize, adm))
+            elif (step := self._advance(adm, step)) is Step.DONE:
                 return
+
+    # The steps both drivers share; only waiting and serializing differ between them (above).
+
+    def _waited(self, adm: Admission) -> Step:
+        return adm.waited(_monotonic(), self._current_plan(adm.plan.priority))
+
+    def _serialize(self, adm: Admission) -> tuple[Any, Any] | SerializationFailure:
+        try:
+            return serialize(adm.topic, adm.key, adm.value, adm.headers, self._key_serializer, self._value_serializer)
+        except SerializationFailure as failure:
+            return failure
+
+    @staticmethod
+    def _serialized(adm: Admission, result: tuple[Any, Any] | SerializationFailure) -> Step:
+        if isinstance(result, SerializationFailure):
+            return adm.serialize_failed(result, _monotonic())
+        return adm.serialized(*result)
+
+    def _advance(self, adm: Admission, step: Step) -> Step:
+        """Enqueue, or finish an admission at its end step (then `Step.DONE`)."""
+        if step is Step.ENQUEUE:
+            return self._enqueue(adm)
+        self._finish(adm, step)
+        return Step.DONE
 
     def _enqueue(self, adm: Admission) -> Step:
         """One attempt to hand the message to librdkafka; refused for good once `close` began."""

@@ -252,6 +252,20 @@ def test_unknown_priority_is_a_caller_error(make: Any, topic: str) -> None:
         producer.produce(topic, b"x", priority="urgent")
 
 
+async def test_aproduce_takes_produces_keywords_and_refuses_others(kafka: InProcessKafka, make: Any,
+                                                                     topic: str) -> None:
+    producer = make(StaticDecisions(make_decision()), delivery_reports="all")
+    seen: list[bytes | None] = []
+    await producer.aproduce(topic, b"v", b"k", priority="high", headers={"h": b"1"},
+                            on_delivery=lambda err, msg: seen.append(msg.value()))
+    with pytest.raises(ValueError, match="priority"):
+        await producer.aproduce(topic, b"x", priority="urgent")
+    with pytest.raises(TypeError, match="prority"):
+        await producer.aproduce(topic, b"x", prority="high")
+    assert producer.flush(10) == 0
+    assert seen == [b"v"]
+
+
 def test_user_on_delivery_with_all_reports(make: Any, topic: str) -> None:
     producer = make(StaticDecisions(make_decision()), delivery_reports="all")
     seen: list[tuple[Any, bytes | None]] = []
