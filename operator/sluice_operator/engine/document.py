@@ -6,16 +6,20 @@ Pure: the caller passes the clock and the TTL. ``fallback`` carries ``spec.fallb
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import Any
 
 from sluice.decision import (
     DEFAULT_TTL_SECONDS,
     CircuitState,
     Decision,
+    Excess,
     FallbackDelays,
     PolicyRef,
     Priorities,
     PriorityDecision,
+    Zone,
     expiry,
 )
 from sluice_operator.engine.evaluate import Outcome, PriorityOutcome
@@ -27,17 +31,40 @@ __all__ = ["REFRESH_FRACTION", "build_decision"]
 REFRESH_FRACTION = 1 / 3
 
 
-def _priority(po: PriorityOutcome) -> PriorityDecision:
-    return PriorityDecision(
-        zone=po.zone,
-        delay_ms=po.delay_ms,
-        shed=po.shed,
-        would_delay_ms=po.would_delay_ms,
-        would_shed=po.would_shed,
-        admit_ratio=po.admit_ratio,
-        excess=po.excess,
-        would_admit_ratio=po.would_admit_ratio,
-    )
+#: How many distinct parts each memo below keeps (about one per policy for PolicyRef; the others repeat
+#: across policies: zones, delays and shares take few distinct values).
+PART_MEMO_SIZE = 65_536
+
+
+# Decision parts are immutable (frozen models), so equal parts are built once and shared: a steady
+# cycle then builds one model, not seven, and leaves less for the garbage collector.
+
+@functools.lru_cache(maxsize=PART_MEMO_SIZE)
+def _priority(zone: Zone, delay_ms: int, shed: bool, would_delay_ms: int | None, would_shed: bool | None,
+              admit_ratio: float | None, excess: Excess | None, would_admit_ratio: float | None) -> PriorityDecision:
+    return PriorityDecision(zone=zone, delay_ms=delay_ms, shed=shed, would_delay_ms=would_delay_ms,
+                            would_shed=would_shed, admit_ratio=admit_ratio, excess=excess,
+                            would_admit_ratio=would_admit_ratio)
+
+
+def _fields(po: PriorityOutcome) -> tuple[Any, ...]:
+    return (po.zone, po.delay_ms, po.shed, po.would_delay_ms, po.would_shed, po.admit_ratio, po.excess,
+            po.would_admit_ratio)
+
+
+@functools.lru_cache(maxsize=PART_MEMO_SIZE)
+def _priorities(high: tuple[Any, ...], medium: tuple[Any, ...], low: tuple[Any, ...]) -> Priorities:
+    return Priorities(high=_priority(*high), medium=_priority(*medium), low=_priority(*low))
+
+
+@functools.lru_cache(maxsize=PART_MEMO_SIZE)
+def _fallback(high: int, medium: int, low: int) -> FallbackDelays:
+    return FallbackDelays(high=high, medium=medium, low=low)
+
+
+@functools.lru_cache(maxsize=PART_MEMO_SIZE)
+def _policy_ref(namespace: str, name: str) -> PolicyRef:
+    return PolicyRef(namespace=namespace, name=name)
 
 
 def build_decision(
@@ -52,17 +79,16 @@ def build_decision(
 ) -> Decision:
     """The document for `outcome`; `now` must be timezone-aware, `epoch` defaults to the outcome's."""
     high, medium, low = outcome.priorities
-    fb_high, fb_medium, fb_low = outcome.fallback_delays
     return Decision(
-        policy=PolicyRef(namespace=namespace, name=name),
+        policy=_policy_ref(namespace, name),
         epoch=outcome.epoch if epoch is None else epoch,
         generated_at=now,
         expires_at=expiry(now, ttl_seconds),
         backlog=outcome.backlog,
         source=outcome.source,
         enforcement=outcome.enforcement,
-        priorities=Priorities(high=_priority(high), medium=_priority(medium), low=_priority(low)),
-        fallback=FallbackDelays(high=fb_high, medium=fb_medium, low=fb_low),
+        priorities=_priorities(_fields(high), _fields(medium), _fields(low)),
+        fallback=_fallback(*outcome.fallback_delays),
         circuit=circuit,
         reason=outcome.reason,
     )
