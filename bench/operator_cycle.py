@@ -95,7 +95,12 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def settle(plane: ControlPlane, *, idle_share: float = 0.25, window: float = 5.0, limit: float = 300.0) -> float:
+#: The longest the bench waits for the control plane to go idle after the first publish (`settle`).
+SETTLE_LIMIT_SECONDS = 300.0
+
+
+def settle(plane: ControlPlane, *, idle_share: float = 0.25, window: float = 5.0,
+           limit: float = SETTLE_LIMIT_SECONDS) -> float:
     """Wait until the control plane's processes use under `idle_share` of a CPU; the seconds it took.
 
     After the first publish (~50,000 writes at 10,000 policies) the API server and the garbage collector
@@ -495,7 +500,10 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append("\nThe steady cycles start once the control plane's processes use under a quarter of a CPU "
                  "(`settle`): "
                  + ", ".join(f"{p.get('control_plane_settle_seconds', 0):.0f} s after the first publish at "
-                             f"{p['policies']}" for p in doc["points"]) + ". They run at most "
+                             f"{p['policies']}"
+                             + (" (still busy at the limit: measured anyway)"
+                                if p.get("control_plane_settle_seconds", 0) >= SETTLE_LIMIT_SECONDS else "")
+                             for p in doc["points"]) + ". They run at most "
                  "`cycles_in_flight` evaluations at once, as the operator's scheduler does, with a "
                  f"{QUERY_CACHE_SECONDS:g} s query cache (SLUICE_QUERY_CACHE_SECONDS) so that one cycle asks "
                  "each query once.")

@@ -42,7 +42,6 @@ from sluice_operator.validation import spec_or_none, validation_message
 
 log = logging.getLogger(__name__)
 
-#: Refresh a published document once this fraction of its TTL has passed.
 #: Back off this long after the namespace refused writes (Terminating): no retry storm.
 TERMINATING_BACKOFF = 60.0
 
