@@ -29,20 +29,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for entry in (ROOT / "operator", ROOT / "sdk"):
-    if str(entry) not in sys.path:
-        sys.path.insert(0, str(entry))
+from simbench import ROOT, SCENARIOS, jsonable, load_policy, load_scenarios, log, seeds_for
+from simbench import fmt as _fmt
 
-from sluice_operator.api.policy import BackpressurePolicy, BackpressurePolicySpec, Smoothing  # noqa: E402
-from sluice_operator.simulate import Mode, Scenario, metrics, parse_scenario, simulate  # noqa: E402
-from sluice_operator.validation import load_objects  # noqa: E402
+from sluice_operator.api.policy import BackpressurePolicySpec, Smoothing
+from sluice_operator.simulate import Mode, Scenario, metrics, simulate
 
-POLICY = ROOT / "examples" / "policy-sim.yaml"
-SCENARIOS = ROOT / "examples" / "scenarios"
 OUT = ROOT / "bench" / ".cache" / "control_quality.json"
 OUT_MD = OUT.with_suffix(".md")
 SURGE, FLAPPING = "surge-3x", "flapping-edge"
@@ -55,22 +49,6 @@ SMOOTHINGS = ((1.0, 1.0), (0.7, 1.0), (0.5, 1.0), (1.0, 0.5), (0.7, 0.5))
 Doc = dict[str, Any]
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def load_policy() -> BackpressurePolicySpec:
-    objects = [o for o in load_objects(POLICY) if isinstance(o, BackpressurePolicy)]
-    if len(objects) != 1:
-        raise SystemExit(f"{POLICY}: expected exactly one BackpressurePolicy")
-    return objects[0].spec
-
-
-def load_scenarios() -> list[Scenario]:
-    files = sorted(p for p in SCENARIOS.glob("*.yaml") if p.stem != "policy")
-    return [parse_scenario(p.read_text(encoding="utf-8"), str(p)) for p in files]
-
-
 def run(spec: BackpressurePolicySpec, scenario: Scenario, mode: Mode, seed: int | None = None) -> Doc:
     return metrics(simulate(spec, scenario, mode, seed))
 
@@ -80,11 +58,6 @@ def ratio(a: float, b: float) -> float:
     if b == 0:
         return math.inf if a > 0 else 1.0
     return a / b
-
-
-def seeds_for(scenario: Scenario, count: int) -> list[int]:
-    extra = [s for s in range(1, count + 1) if s != scenario.seed]
-    return [scenario.seed, *extra][:count]
 
 
 def surge_changes(doc: Doc) -> int:
@@ -273,17 +246,7 @@ def smoothing_sensitivity(spec: BackpressurePolicySpec, scenarios: dict[str, Sce
 
 
 def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf"
-        if value.is_integer() and abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:,.{digits}f}"
-    return str(value)
+    return _fmt(value, digits, whole_only=True)
 
 
 def per_priority(values: dict[str, Any], digits: int = 2) -> str:
@@ -375,16 +338,6 @@ def markdown(result: Doc) -> str:
     return "\n".join(lines) + "\n"
 
 
-def jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seeds", type=int, default=20, help="seeds per target scenario (default 20)")
@@ -394,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         spec = load_policy()
-        scenarios = {s.name: s for s in load_scenarios()}
+        scenarios = load_scenarios()
     except Exception as exc:
         print(f"control_quality: cannot load inputs: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -34,25 +33,18 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for entry in (ROOT / "operator", ROOT / "sdk"):
-    if str(entry) not in sys.path:
-        sys.path.insert(0, str(entry))
+from simbench import ROOT, fmt, jsonable, load_policy, load_scenarios, log, seeds_for
 
-from sluice.decision import PRIORITIES  # noqa: E402
-from sluice_operator.api.policy import BackpressurePolicy, BackpressurePolicySpec  # noqa: E402
-from sluice_operator.engine.drain import FILL_GAIN, PROBE_FRACTION  # noqa: E402
-from sluice_operator.engine.zones import ZONE_INDEX  # noqa: E402
-from sluice_operator.simulate import MODES, Mode, Scenario, SimulationResult, parse_scenario, simulate  # noqa: E402
-from sluice_operator.simulate.metrics import direction_changes, recovery_seconds  # noqa: E402
-from sluice_operator.simulate.scenario import Schedule  # noqa: E402
-from sluice_operator.validation import load_objects  # noqa: E402
+from sluice.decision import PRIORITIES
+from sluice_operator.api.policy import BackpressurePolicySpec
+from sluice_operator.engine.drain import FILL_GAIN, PROBE_FRACTION
+from sluice_operator.engine.zones import ZONE_INDEX
+from sluice_operator.simulate import MODES, Mode, Scenario, SimulationResult, simulate
+from sluice_operator.simulate.metrics import direction_changes, recovery_seconds
+from sluice_operator.simulate.scenario import Schedule
 
-POLICY = ROOT / "examples" / "policy-sim.yaml"
-SCENARIOS = ROOT / "examples" / "scenarios"
 OUT = ROOT / "bench" / ".cache" / "drain_control.json"
 OUT_MD = OUT.with_suffix(".md")
 BAND = 0.10  # settling band around L*
@@ -79,30 +71,6 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 Doc = dict[str, Any]
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def load_policy() -> BackpressurePolicySpec:
-    objects = [o for o in load_objects(POLICY) if isinstance(o, BackpressurePolicy)]
-    if len(objects) != 1:
-        raise SystemExit(f"{POLICY}: expected exactly one BackpressurePolicy")
-    return objects[0].spec
-
-
-def load_scenarios() -> dict[str, Scenario]:
-    out = {}
-    for path in sorted(SCENARIOS.glob("*.yaml")):
-        scenario = parse_scenario(path.read_text(encoding="utf-8"), str(path))
-        out[scenario.name] = scenario
-    return out
-
-
-def seeds_for(scenario: Scenario, count: int) -> list[int]:
-    extra = [s for s in range(1, count + 1) if s != scenario.seed]
-    return [scenario.seed, *extra][:count]
 
 
 # --- what one run measured ----------------------------------------------------------------------
@@ -456,20 +424,6 @@ def sensitivity(spec: BackpressurePolicySpec, scenarios: dict[str, Scenario], po
 # --- report --------------------------------------------------------------------------------------
 
 
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf"
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
 def mw(a: Doc, digits: int = 2) -> str:
     """median (worst)"""
     if a["median"] is None:
@@ -571,16 +525,6 @@ def markdown(result: Doc) -> str:
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     lines += ["", f"Took {result['seconds']:.1f} s on {result['machine']['cpus']} CPUs ({result['jobs']} processes)."]
     return "\n".join(lines) + "\n"
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
