@@ -20,10 +20,7 @@ target not met is a result, not a failure), 2 when the inputs are broken.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simbench import ROOT, SCENARIOS, jsonable, load_policy, load_scenarios, log, seeds_for
+from simbench import ROOT, SCENARIOS, load_policy, load_scenarios, log, seeds_for, write_results
 from simbench import fmt as _fmt
 
 from sluice_operator.api.policy import BackpressurePolicySpec, Smoothing
@@ -372,11 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     result["jitterSensitivity"] = jitter_sensitivity(spec, scenarios[FLAPPING], seeds)
     log("  jitter sensitivity done")
     result["smoothingSensitivity"] = smoothing_sensitivity(spec, scenarios, seeds)
-    result["seconds"] = time.perf_counter() - started
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    OUT_MD.write_text(markdown(result), encoding="utf-8")
+    write_results(result, OUT, markdown, started)
     for t in result["targets"]:
         verdict = "MET" if t["met"] else "NOT MET"
         log(f"{verdict:>7}  {t['scenario']}: {t['name']} {t['target']}: {fmt(t['measured'])}{t['unit']}")

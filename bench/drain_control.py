@@ -24,9 +24,7 @@ not met is a result), 2 when the inputs are broken.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from simbench import ROOT, fmt, jsonable, load_policy, load_scenarios, log, seeds_for
+from simbench import ROOT, fmt, load_policy, load_scenarios, log, seeds_for, write_results
 
 from sluice.decision import PRIORITIES
 from sluice_operator.api.policy import BackpressurePolicySpec
@@ -579,11 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             result["fillGainTheta"][name] = FILL_GAIN * mu / c.target_lag * theta(spec, scenario)
             result["drainGainTheta"][name] = theta(spec, scenario) / c.drain_seconds
         result["sensitivity"] = [] if args.quick else sensitivity(spec, scenarios, pool)
-    result["seconds"] = time.perf_counter() - started
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    OUT_MD.write_text(markdown(result), encoding="utf-8")
+    write_results(result, OUT, markdown, started)
     for t in result["targets"]:
         verdict = "MET" if t["met"] else "NOT MET"
         log(f"{verdict:>7}  {t['name']} {t['target']}: {fmt(t['measured'], 3)}{t['unit']} ({t['aggregate']})")

@@ -6,8 +6,13 @@ shipped policy over the same scenarios and report in the same style; this is tha
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import platform
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +79,13 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def write_results(result: dict[str, Any], out: Path, markdown: Callable[[dict[str, Any]], str],
+                  started: float) -> None:
+    """Stamp the run (seconds since `started`, machine) and write `out` (JSON) and its .md next to it."""
+    result["seconds"] = time.perf_counter() - started
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
