@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -37,8 +37,9 @@ class PolicySeries:
     def __init__(self, namespace: str, policy: str) -> None:
         self.labels = (namespace, policy)
         self.values: dict[tuple[PolicyGauge, tuple[str, ...]], float] = {}
-        #: (type, status, reason) of each current condition; `sluice_policy_condition` is 1 for each.
-        self.conditions: frozenset[tuple[str, str, str]] = frozenset()
+        #: The policy's current conditions (its live collection, read at scrape time):
+        #: `sluice_policy_condition{type, status, reason}` is 1 for each.
+        self.conditions: Collection[Mapping[str, Any]] = ()
 
     def set(self, gauge: PolicyGauge, value: float, *labels: str) -> None:
         """The sample ``gauge{namespace, policy, *labels}`` reads ``value`` from now on."""
@@ -70,8 +71,9 @@ class PolicyCollector:
         for series in list(self.policies.values()):
             for (gauge, extra), value in list(series.values.items()):
                 families[gauge].add_metric([*series.labels, *extra], value)
-            for labels in series.conditions:
-                condition.add_metric([*series.labels, *labels], 1)
+            for c in list(series.conditions):
+                condition.add_metric(
+                    [*series.labels, str(c.get("type")), str(c.get("status")), str(c.get("reason") or "")], 1)
         yield from families.values()
 
 
@@ -175,10 +177,10 @@ class OperatorMetrics:
             child = self._bound[key] = metric.labels(*labels)
         return child
 
-    def set_conditions(self, namespace: str, policy: str, conditions: Iterable[dict[str, Any]]) -> None:
-        """Export the policy's current conditions (a label set that no longer holds goes with it)."""
-        self.policy(namespace, policy).conditions = frozenset(
-            (str(c.get("type")), str(c.get("status")), str(c.get("reason") or "")) for c in conditions)
+    def set_conditions(self, namespace: str, policy: str, conditions: Collection[Mapping[str, Any]]) -> None:
+        """Export these conditions from now on: a live collection (e.g. a dict's values) is read at each
+        scrape, so a cycle passes it without copying; a label set that no longer holds goes with it."""
+        self.policy(namespace, policy).conditions = conditions
 
     def forget_policy(self, namespace: str, policy: str) -> None:
         """Drop every series of a deleted policy."""

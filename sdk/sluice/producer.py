@@ -176,9 +176,9 @@ class ThrottledProducer(ProducerCore):
     async def aproduce(self, topic: str, value: Any = None, key: Any = None, **options: Unpack[ProduceOptions]) -> None:
         """`produce` for asyncio, with the same arguments: delays and backoffs are awaited, serializers run
         in a worker thread."""
-        unknown = options.keys() - _OPTIONS
-        if unknown:
-            raise TypeError(f"aproduce() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        if not _OPTIONS.issuperset(options):
+            unknown = ", ".join(sorted(options.keys() - _OPTIONS))
+            raise TypeError(f"aproduce() got unexpected keyword arguments: {unknown}")
         plan = self._entry(options.get("priority", "medium"))[2]
         adm = Admission(self._link, plan, topic, value, key, options.get("headers"),
                         options.get("on_delivery") or self._default_cb)
