@@ -28,14 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simbench import ROOT, SCENARIOS, load_policy, load_scenarios, log, seeds_for, write_results
+from simbench import ROOT, SCENARIOS, load_inputs, log, seeds_for, write_results
 from simbench import fmt as _fmt
 
 from sluice_operator.api.policy import BackpressurePolicySpec, Smoothing
 from sluice_operator.simulate import Mode, Scenario, metrics, simulate
 
 OUT = ROOT / "bench" / ".cache" / "control_quality.json"
-OUT_MD = OUT.with_suffix(".md")
 SURGE, FLAPPING = "surge-3x", "flapping-edge"
 #: This benchmark compares the zone controllers; "sluice" is the simulator's old name of "zones"
 #: (the policy in Zones mode). DrainTime against all of them: bench/drain_control.py.
@@ -342,12 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = 5 if args.quick else max(1, args.seeds)
     started = time.perf_counter()
-    try:
-        spec = load_policy()
-        scenarios = load_scenarios()
-    except Exception as exc:
-        print(f"control_quality: cannot load inputs: {exc}", file=sys.stderr)
-        return 2
+    spec, scenarios = load_inputs("control_quality")
     missing = {SURGE, FLAPPING} - set(scenarios)
     if missing:
         print(f"control_quality: missing scenarios {sorted(missing)} in {SCENARIOS}", file=sys.stderr)
@@ -369,11 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     result["jitterSensitivity"] = jitter_sensitivity(spec, scenarios[FLAPPING], seeds)
     log("  jitter sensitivity done")
     result["smoothingSensitivity"] = smoothing_sensitivity(spec, scenarios, seeds)
-    write_results(result, OUT, markdown, started)
-    for t in result["targets"]:
-        verdict = "MET" if t["met"] else "NOT MET"
-        log(f"{verdict:>7}  {t['scenario']}: {t['name']} {t['target']}: {fmt(t['measured'])}{t['unit']}")
-    log(f"wrote {OUT.relative_to(ROOT)} and {OUT_MD.name}")
+    write_results(result, OUT, markdown, started,
+                  lambda t: f"{t['scenario']}: {t['name']} {t['target']}: {fmt(t['measured'])}{t['unit']}")
     return 0
 
 

@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from simbench import ROOT, fmt, load_policy, load_scenarios, log, seeds_for, write_results
+from simbench import ROOT, fmt, load_inputs, log, seeds_for, write_results
 
 from sluice.decision import PRIORITIES
 from sluice_operator.api.policy import BackpressurePolicySpec
@@ -44,7 +44,6 @@ from sluice_operator.simulate.metrics import direction_changes, recovery_seconds
 from sluice_operator.simulate.scenario import Schedule
 
 OUT = ROOT / "bench" / ".cache" / "drain_control.json"
-OUT_MD = OUT.with_suffix(".md")
 BAND = 0.10  # settling band around L*
 ZERO = 1e-9  # "no throttling at all": float sums of equal counts differ by ~1e-19
 #: Scenarios and seeds of the sensitivity table (drain mode only).
@@ -533,12 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = 5 if args.quick else max(1, args.seeds)
     started = time.perf_counter()
-    try:
-        spec = load_policy()
-        scenarios = load_scenarios()
-    except Exception as exc:
-        print(f"drain_control: cannot load inputs: {exc}", file=sys.stderr)
-        return 2
+    spec, scenarios = load_inputs("drain_control")
     c = spec.control
     result: Doc = {
         "seeds": seeds,
@@ -577,11 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             result["fillGainTheta"][name] = FILL_GAIN * mu / c.target_lag * theta(spec, scenario)
             result["drainGainTheta"][name] = theta(spec, scenario) / c.drain_seconds
         result["sensitivity"] = [] if args.quick else sensitivity(spec, scenarios, pool)
-    write_results(result, OUT, markdown, started)
-    for t in result["targets"]:
-        verdict = "MET" if t["met"] else "NOT MET"
-        log(f"{verdict:>7}  {t['name']} {t['target']}: {fmt(t['measured'], 3)}{t['unit']} ({t['aggregate']})")
-    log(f"wrote {OUT.relative_to(ROOT)} and {OUT_MD.name}")
+    write_results(result, OUT, markdown, started,
+                  lambda t: f"{t['name']} {t['target']}: {fmt(t['measured'], 3)}{t['unit']} ({t['aggregate']})")
     return 0
 
 

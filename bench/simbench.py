@@ -81,11 +81,26 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_results(result: dict[str, Any], out: Path, markdown: Callable[[dict[str, Any]], str],
-                  started: float) -> None:
-    """Stamp the run (seconds since `started`, machine) and write `out` (JSON) and its .md next to it."""
+def load_inputs(bench: str) -> tuple[BackpressurePolicySpec, dict[str, Scenario]]:
+    """The policy and the scenarios; exit 2 with a one-line reason when they cannot be loaded."""
+    try:
+        return load_policy(), load_scenarios()
+    except Exception as exc:
+        print(f"{bench}: cannot load inputs: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def write_results(result: dict[str, Any], out: Path, markdown: Callable[[dict[str, Any]], str], started: float,
+                  target_line: Callable[[dict[str, Any]], str]) -> None:
+    """Stamp the run (seconds since `started`, machine), write `out` (JSON) and its .md next to it, and
+    print each target's verdict (`target_line` says the rest of its line)."""
     result["seconds"] = time.perf_counter() - started
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    markdown_out = out.with_suffix(".md")
+    markdown_out.write_text(markdown(result), encoding="utf-8")
+    for t in result["targets"]:
+        verdict = "MET" if t["met"] else "NOT MET"
+        log(f"{verdict:>7}  {target_line(t)}")
+    log(f"wrote {out.relative_to(ROOT)} and {markdown_out.name}")
